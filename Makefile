@@ -1,0 +1,56 @@
+# bitraft — the two commands a new user needs:
+#   make run    build, then start bitraft
+#   make test   build, then run every test
+# Other targets: build, test-asan, test-tsan, bench, format, clean.
+
+BUILD      ?= build
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+RUN_ARGS   ?=
+
+.PHONY: all deps build run test test-asan test-tsan test-long bench bench-deps format clean
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+$(BUILD)/Makefile: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/bitraft demo $(RUN_ARGS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j 1
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBR_SANITIZE=address,undefined
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j 1
+
+# The concurrency tests under ThreadSanitizer.
+test-tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DBR_SANITIZE=thread
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -j 1 -R concurrency
+
+# Longer tests kept out of CI (more crash rounds, bigger stores).
+test-long: build
+	cd $(BUILD) && BR_TEST_LONG=1 ctest --output-on-failure -j 1
+
+bench-deps:
+	@scripts/deps.sh bench
+
+bench: bench-deps build
+	$(BUILD)/bitraft-bench engine
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,212 @@
+/*
+ * bitraft storage engine: a Bitcask-style log-structured key-value store.
+ *
+ * Design
+ * ------
+ * Every write is appended to the active data file of a directory; files are
+ * rolled over at a size cap and never modified once closed. The whole key
+ * index (the "keydir") lives in memory as an ordered B+tree whose entries say
+ * where each key's newest value lies (file, offset, length), so a point read
+ * is one index lookup plus one read, and ranges are walks of the tree. Data
+ * files are read through read-only memory maps, so a hot read makes no system
+ * call. The on-disk layout is specified in src/engine/record.h and
+ * docs/FORMAT.md.
+ *
+ * Crash model
+ * -----------
+ * With the default sync policy (BR_SYNC_ALWAYS) a write call returns only
+ * after its records are on disk (fdatasync); concurrent writers share one
+ * write and one fdatasync (group commit). A write is visible to readers only
+ * once it is durable under the policy in force. A crash at any point leaves a
+ * directory that opens: a record torn at the tail of the newest file is cut
+ * off (and logged), a batch is applied whole or not at all, a deleted key
+ * stays deleted. A record that fails its checksum anywhere else is reported
+ * as BR_ECORRUPT naming the file and offset; it is never skipped silently
+ * (see br_engine_options.repair). With BR_SYNC_INTERVAL or BR_SYNC_NEVER a
+ * crash of the process loses nothing that was acknowledged (the page cache
+ * survives it), but a crash of the machine loses the writes since the last
+ * sync.
+ *
+ * Threads
+ * -------
+ * All functions on one br_engine may be called from any number of threads at
+ * once, except br_engine_close(), which must be the last call. Readers never
+ * wait for a disk flush; writers are serialized through group commit.
+ *
+ * Errors
+ * ------
+ * Functions return 0 or a negative code from bitraft/error.h. On error
+ * nothing is changed unless the function's comment says otherwise.
+ */
+#ifndef BITRAFT_ENGINE_H
+#define BITRAFT_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bitraft/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct br_engine br_engine;
+typedef struct br_batch br_batch;
+typedef struct br_iter br_iter;
+
+/* When acknowledged writes reach the disk. */
+typedef enum br_sync_policy {
+    BR_SYNC_ALWAYS = 0, /* before the write call returns (default) */
+    BR_SYNC_INTERVAL,   /* by a background fdatasync every sync_interval_ms */
+    BR_SYNC_NEVER,      /* only on br_engine_sync(), rollover and close */
+} br_sync_policy;
+
+typedef enum br_log_level {
+    BR_LOG_ERROR = 0,
+    BR_LOG_WARN,
+    BR_LOG_INFO,
+    BR_LOG_DEBUG,
+} br_log_level;
+
+/* A log sink. msg is valid only during the call. Called from any thread. */
+typedef void (*br_log_fn)(void *ctx, br_log_level level, const char *msg);
+
+typedef struct br_engine_options {
+    uint64_t max_file_size;    /* roll the active file over past this size (default 128 MiB,
+                                  at most 2 GiB) */
+    uint32_t max_key_size;     /* longest key accepted (default 64 KiB) */
+    uint32_t max_value_size;   /* longest value accepted (default 64 MiB, at most 1 GiB) */
+    br_sync_policy sync;       /* default BR_SYNC_ALWAYS */
+    uint32_t sync_interval_ms; /* for BR_SYNC_INTERVAL (default 1000) */
+    int repair;                /* nonzero: on open, cut a newest file at its first bad
+                                  record even if valid records follow, and skip bad
+                                  records inside closed files, logging every byte range
+                                  dropped. Zero (default): such damage fails the open
+                                  with BR_ECORRUPT. */
+    br_log_fn log;             /* optional; the engine never prints */
+    void *log_ctx;
+} br_engine_options;
+
+/* Fills *opts with the defaults above. */
+void br_engine_options_init(br_engine_options *opts);
+
+/*
+ * Opens (creating if needed) the store in directory dir and rebuilds its
+ * index from the data files. opts may be NULL for defaults. Takes an
+ * exclusive flock on dir/LOCK: a second opener, in this process or another,
+ * gets BR_ELOCKED. On failure *out is NULL and, if err is not NULL, a
+ * one-line reason naming the file and offset at fault is written to
+ * err[0..errlen).
+ */
+int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **out, char *err,
+                   size_t errlen);
+
+/*
+ * Syncs (whatever the policy), closes and frees the engine. Waits for
+ * writers in flight. Returns the first error met while syncing; the engine
+ * is freed in every case. NULL is a no-op.
+ */
+int br_engine_close(br_engine *e);
+
+/*
+ * Stores value for key. Returns BR_EEMPTYKEY, BR_EKEYTOOBIG, BR_EVALTOOBIG
+ * for bad input (nothing written), or an I/O error.
+ */
+int br_engine_put(br_engine *e, const void *key, size_t klen, const void *val, size_t vlen);
+
+/*
+ * Deletes key. Returns BR_ENOTFOUND (nothing written) if key is absent.
+ */
+int br_engine_delete(br_engine *e, const void *key, size_t klen);
+
+/*
+ * Reads the newest value of key. On success *val is a malloc'd copy of the
+ * value (the caller frees it; it is non-NULL even for an empty value) and
+ * *vlen its length. Returns BR_ENOTFOUND if the key is absent, BR_ECORRUPT
+ * if the stored record fails its checksum.
+ */
+int br_engine_get(br_engine *e, const void *key, size_t klen, void **val, size_t *vlen);
+
+/*
+ * Like br_engine_get, but copies the value into buf when it fits. Returns 0
+ * with *vlen set; if *vlen > cap the value did not fit and buf holds nothing
+ * useful (call again with a larger buffer).
+ */
+int br_engine_get_into(br_engine *e, const void *key, size_t klen, void *buf, size_t cap,
+                       size_t *vlen);
+
+/* ---- Atomic batches ------------------------------------------------------ */
+
+/* A batch of puts and deletes, applied all or nothing by br_engine_write().
+ * A batch is owned by its creator and used by one thread at a time. */
+br_batch *br_batch_new(void);
+void br_batch_free(br_batch *b);
+void br_batch_clear(br_batch *b);
+/* The batch copies key and value. Returns BR_ENOMEM or BR_EEMPTYKEY. */
+int br_batch_put(br_batch *b, const void *key, size_t klen, const void *val, size_t vlen);
+int br_batch_delete(br_batch *b, const void *key, size_t klen);
+size_t br_batch_count(const br_batch *b);
+
+/*
+ * Applies every operation of b atomically, in order (a later operation on
+ * the same key wins): after a crash either all are present or none is.
+ * Every operation is checked against the limits first; a bad one fails the
+ * whole batch with nothing written. Deleting an absent key in a batch is not
+ * an error. The batch is left unchanged.
+ */
+int br_engine_write(br_engine *e, const br_batch *b);
+
+/* ---- Ranges -------------------------------------------------------------- */
+
+/*
+ * Opens an iterator over keys k with start <= k <= end (end inclusive) in
+ * bytewise order, at most limit keys (0 = no limit). start == NULL means
+ * from the first key, end == NULL up to the last. Memory is bounded: the
+ * iterator fetches keys a page at a time. Each key returned has its newest
+ * value at the moment its page was fetched; a range is not one snapshot of
+ * the whole store. The iterator must be freed with br_iter_free() before the
+ * engine is closed.
+ */
+int br_engine_iter(br_engine *e, const void *start, size_t slen, const void *end, size_t elen,
+                   size_t limit, br_iter **out);
+
+/*
+ * Advances to the next key. Returns 1 with *key/*val pointing into the
+ * iterator (valid until the next call or free), 0 at the end, or a negative
+ * error (BR_ECORRUPT, ...).
+ */
+int br_iter_next(br_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen);
+void br_iter_free(br_iter *it);
+
+/* Callback form: fn is called per key in order; a nonzero return stops the
+ * walk and is returned. Returns 0 at the end, or a negative error. */
+typedef int (*br_range_fn)(void *ctx, const void *key, size_t klen, const void *val, size_t vlen);
+int br_engine_range(br_engine *e, const void *start, size_t slen, const void *end, size_t elen,
+                    size_t limit, br_range_fn fn, void *ctx);
+
+/* ---- Durability and figures ---------------------------------------------- */
+
+/* Makes every write acknowledged so far durable, whatever the policy. */
+int br_engine_sync(br_engine *e);
+
+typedef struct br_engine_stats {
+    uint64_t keys;           /* live keys */
+    uint64_t data_files;     /* data files on disk */
+    uint64_t disk_bytes;     /* bytes of records in data files */
+    uint64_t live_bytes;     /* bytes of records that hold a live value */
+    uint64_t dead_bytes;     /* bytes of overwritten values and tombstones */
+    uint64_t index_bytes;    /* memory held by the key index */
+    uint64_t key_bytes;      /* sum of live key lengths */
+    uint64_t last_seq;       /* sequence number of the newest record */
+    uint64_t puts, deletes, batches, gets;
+    uint64_t syncs;          /* fdatasync calls on data files */
+    uint64_t write_groups;   /* group commits (one write + at most one sync each) */
+} br_engine_stats;
+
+void br_engine_stats_get(br_engine *e, br_engine_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BITRAFT_ENGINE_H */
