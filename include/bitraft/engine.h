@@ -171,7 +171,7 @@ int br_engine_iter(br_engine *e, const void *start, size_t slen, const void *end
                    size_t limit, br_iter **out);
 
 /*
- * Advances to the next key. Returns 1 with *key/*val pointing into the
+ * Advances to the next key. Returns 1 with *key and *val pointing into the
  * iterator (valid until the next call or free), 0 at the end, or a negative
  * error (BR_ECORRUPT, ...).
  */
@@ -190,17 +190,17 @@ int br_engine_range(br_engine *e, const void *start, size_t slen, const void *en
 int br_engine_sync(br_engine *e);
 
 typedef struct br_engine_stats {
-    uint64_t keys;           /* live keys */
-    uint64_t data_files;     /* data files on disk */
-    uint64_t disk_bytes;     /* bytes of records in data files */
-    uint64_t live_bytes;     /* bytes of records that hold a live value */
-    uint64_t dead_bytes;     /* bytes of overwritten values and tombstones */
-    uint64_t index_bytes;    /* memory held by the key index */
-    uint64_t key_bytes;      /* sum of live key lengths */
-    uint64_t last_seq;       /* sequence number of the newest record */
+    uint64_t keys;        /* live keys */
+    uint64_t data_files;  /* data files on disk */
+    uint64_t disk_bytes;  /* bytes of records in data files */
+    uint64_t live_bytes;  /* bytes of records that hold a live value */
+    uint64_t dead_bytes;  /* bytes of overwritten values and tombstones */
+    uint64_t index_bytes; /* memory held by the key index */
+    uint64_t key_bytes;   /* sum of live key lengths */
+    uint64_t last_seq;    /* sequence number of the newest record */
     uint64_t puts, deletes, batches, gets;
-    uint64_t syncs;          /* fdatasync calls on data files */
-    uint64_t write_groups;   /* group commits (one write + at most one sync each) */
+    uint64_t syncs;        /* fdatasync calls on data files */
+    uint64_t write_groups; /* group commits (one write + at most one sync each) */
 } br_engine_stats;
 
 void br_engine_stats_get(br_engine *e, br_engine_stats *st);

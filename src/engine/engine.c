@@ -1,0 +1,827 @@
+/*
+ * engine.c - open, recovery, group commit, reads and close of the storage
+ * engine (contract in include/bitraft/engine.h, file format in record.h).
+ *
+ * Write path. A writer queues itself (br_writer) under wmu. The writer at
+ * the head of the queue is the leader: it takes a group of the writers
+ * queued behind it, releases wmu, copies all their records into the active
+ * file's map, calls fdatasync once (under BR_SYNC_ALWAYS), applies the group
+ * to the index under the exclusive lock, then wakes the group and hands
+ * leadership to the next writer in the queue. While one leader syncs, new
+ * writers pile up, and the next leader writes them all with one sync: the
+ * throughput of synced writes grows with the number of writers.
+ *
+ * Read path. A reader looks the key up under the shared lock, pins the file
+ * (refs), drops the lock, checks the record (checksum, key) in the map and
+ * copies the value out. A record is in the index only once it is durable,
+ * so a reader never sees a write that a crash could take back.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/internal.h"
+
+#define BR_GROUP_MAX_BYTES                                                                         \
+    (4u << 20) /* a group takes at most this much, unless one writer is larger */
+#define BR_MAX_FILE_CAP (2u << 30) /* offsets are 32 bits: file cap + one oversized batch < 4 GiB  \
+                                    */
+#define BR_MAX_VALUE_CAP   (1u << 30)
+#define BR_MAX_WRITE_BYTES (1536u << 20) /* one batch's records */
+
+/* ---- Helpers ---------------------------------------------------------------- */
+
+void br_engine_options_init(br_engine_options *o) {
+    memset(o, 0, sizeof *o);
+    o->max_file_size = 128u << 20;
+    o->max_key_size = 64u << 10;
+    o->max_value_size = 64u << 20;
+    o->sync = BR_SYNC_ALWAYS;
+    o->sync_interval_ms = 1000;
+}
+
+void br_engine_log(const br_engine *e, br_log_level lvl, const char *fmt, ...) {
+    if (!e->o.log)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    e->o.log(e->o.log_ctx, lvl, buf);
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+#define STAT_ADD(field, v) atomic_fetch_add_explicit(&e->field, (v), memory_order_relaxed)
+
+int br_engine_check_op(const br_engine *e, const br_op *op) {
+    if (op->klen == 0)
+        return BR_EEMPTYKEY;
+    if (op->klen > e->o.max_key_size)
+        return BR_EKEYTOOBIG;
+    if (!op->del && op->vlen > e->o.max_value_size)
+        return BR_EVALTOOBIG;
+    return 0;
+}
+
+static int add_file(br_engine *e, br_datafile *f) {
+    if (f->id >= e->files_cap) {
+        uint32_t cap = e->files_cap ? e->files_cap : 64;
+        while (cap <= f->id)
+            cap *= 2;
+        br_datafile **nf = realloc(e->files, cap * sizeof *nf);
+        if (!nf)
+            return BR_ENOMEM;
+        memset(nf + e->files_cap, 0, (cap - e->files_cap) * sizeof *nf);
+        e->files = nf;
+        e->files_cap = cap;
+    }
+    e->files[f->id] = f;
+    e->nfiles++;
+    return 0;
+}
+
+/* Accounts a record of `size` bytes in file_id as no longer live. */
+static void mark_dead(br_engine *e, uint32_t file_id, uint64_t size) {
+    br_datafile *f = file_id < e->files_cap ? e->files[file_id] : NULL;
+    if (f) {
+        f->live -= size;
+        f->dead += size;
+    }
+}
+
+/* Applies one record to the index: a put points the key at it, a tombstone
+ * removes the key. Keeps the per-file live/dead counters exact. Returns
+ * whether the key existed before. Caller holds the exclusive lock. */
+static bool apply_record(br_engine *e, br_datafile *f, uint64_t off, const uint8_t *key,
+                         uint32_t klen, uint32_t vlen, bool del) {
+    uint64_t size = br_rec_size(klen, vlen);
+    br_loc old;
+    int existed;
+    if (del) {
+        existed = br_kd_del(e->kd, key, klen, &old);
+        f->dead += size; /* a tombstone never holds a live value */
+    } else {
+        br_loc loc = {f->id, (uint32_t)off, vlen};
+        existed = br_kd_put(e->kd, key, klen, loc, &old);
+        f->live += size;
+    }
+    if (existed)
+        mark_dead(e, old.file_id, br_rec_size(klen, old.vlen));
+    return existed;
+}
+
+/* ---- Recovery ----------------------------------------------------------------- */
+
+typedef struct pending_rec {
+    uint64_t off;
+    br_rec_hdr h;
+} pending_rec;
+
+static bool is_zero(const uint8_t *p, size_t n) {
+    static const uint8_t zero[4096];
+    while (n) {
+        size_t m = n < sizeof zero ? n : sizeof zero;
+        if (memcmp(p, zero, m) != 0)
+            return false;
+        p += m;
+        n -= m;
+    }
+    return true;
+}
+
+/* Offset of the first valid record at or after from, or 0 if none. */
+static uint64_t find_valid_after(const br_datafile *f, uint64_t from, uint64_t end) {
+    for (uint64_t off = from; off + BR_REC_HEADER_SIZE <= end; off++) {
+        br_rec_hdr h;
+        if (br_get32(f->map + off + 4) == 0) /* key length 0: cheap reject */
+            continue;
+        if (br_rec_decode(f->map + off, end - off, &h) == 0)
+            return off;
+    }
+    return 0;
+}
+
+/*
+ * Scans file f (data up to `end`), applying its records to the index.
+ * newest: f is the newest file; a bad record with nothing valid after it is
+ * a torn tail and is cut off. On return f->size is the end of the valid
+ * data. Returns 0 or BR_ECORRUPT (message in err).
+ */
+static int scan_file(br_engine *e, br_datafile *f, uint64_t end, bool newest, char *err,
+                     size_t errlen) {
+    char name[48];
+    br_df_name(name, sizeof name, f->id);
+    int rc = br_file_header_check(f->map, end, f->id);
+    if (rc) {
+        set_err(err, errlen, "%s: bad file header (%s)", name, br_strerror(rc));
+        return rc;
+    }
+    pending_rec *pend = NULL;
+    size_t npend = 0, pcap = 0;
+    uint64_t off = BR_FILE_HEADER_SIZE;
+    while (off < end) {
+        br_rec_hdr h;
+        int d = br_rec_decode(f->map + off, end - off, &h);
+        if (d == 1 && is_zero(f->map + off, end - off))
+            break; /* end of data */
+        if (d == 0 && npend && (!(h.flags & BR_REC_IN_BATCH) || h.seq != pend[0].h.seq))
+            d = BR_ECORRUPT; /* a batch must be contiguous and end with its commit */
+        if (d != 0) {
+            /* A bad record (or a batch with no commit before it). */
+            uint64_t bad = npend ? pend[0].off : off;
+            uint64_t next = find_valid_after(f, off + 1, end);
+            if (newest && (!next || e->o.repair)) {
+                br_engine_log(e, BR_LOG_WARN,
+                              "%s: torn tail at offset %llu cut off (%llu bytes dropped%s)", name,
+                              (unsigned long long)bad, (unsigned long long)(end - bad),
+                              next ? ", repair: valid records after it were dropped too" : "");
+                off = bad;
+                npend = 0;
+                break;
+            }
+            if (!e->o.repair) {
+                set_err(err, errlen, "%s: corrupt record at offset %llu%s; open with repair to %s",
+                        name, (unsigned long long)bad, newest ? " followed by valid records" : "",
+                        newest ? "cut the file there" : "skip the damaged bytes");
+                free(pend);
+                return BR_ECORRUPT;
+            }
+            uint64_t resume = next ? next : end;
+            br_engine_log(e, BR_LOG_WARN, "%s: repair skipped corrupt bytes [%llu, %llu)", name,
+                          (unsigned long long)bad, (unsigned long long)resume);
+            npend = 0;
+            if (!next)
+                break;
+            off = next;
+            continue;
+        }
+        uint64_t size = br_rec_size(h.klen, h.vlen);
+        if (h.seq > e->seq)
+            e->seq = h.seq;
+        if (h.flags & BR_REC_IN_BATCH) {
+            if (npend == pcap) {
+                pcap = pcap ? pcap * 2 : 64;
+                pending_rec *np = realloc(pend, pcap * sizeof *np);
+                if (!np) {
+                    free(pend);
+                    return BR_ENOMEM;
+                }
+                pend = np;
+            }
+            pend[npend++] = (pending_rec){off, h};
+            if (h.flags & BR_REC_COMMIT) {
+                for (size_t i = 0; i < npend; i++) {
+                    const uint8_t *p = f->map + pend[i].off;
+                    apply_record(e, f, pend[i].off, p + BR_REC_HEADER_SIZE, pend[i].h.klen,
+                                 pend[i].h.vlen, pend[i].h.flags & BR_REC_TOMBSTONE);
+                }
+                npend = 0;
+            }
+        } else {
+            apply_record(e, f, off, f->map + off + BR_REC_HEADER_SIZE, h.klen, h.vlen,
+                         h.flags & BR_REC_TOMBSTONE);
+        }
+        off += size;
+    }
+    if (npend) {
+        /* A batch whose commit never made it: at the end of the data of the
+         * newest file that is a torn write; anywhere else, damage. */
+        if (!newest && !e->o.repair) {
+            set_err(err, errlen, "%s: batch at offset %llu has no commit record", name,
+                    (unsigned long long)pend[0].off);
+            free(pend);
+            return BR_ECORRUPT;
+        }
+        br_engine_log(e, BR_LOG_WARN, "%s: incomplete batch at offset %llu rolled back", name,
+                      (unsigned long long)pend[0].off);
+        off = pend[0].off;
+    }
+    free(pend);
+    f->size = off;
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Lists the ids of the data files in the directory (sorted) and removes
+ * leftovers of interrupted file creation. */
+static int list_files(br_engine *e, uint32_t **ids_out, size_t *n_out) {
+    int fd = dup(e->dirfd);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    uint32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        unsigned id;
+        char tail[16];
+        int got = sscanf(de->d_name, "%10u.%15s", &id, tail);
+        if (got != 2 || strlen(de->d_name) < 15)
+            continue;
+        if (strcmp(tail, "data.tmp") == 0) {
+            unlinkat(e->dirfd, de->d_name, 0);
+            continue;
+        }
+        if (strcmp(tail, "data") != 0 || strlen(de->d_name) != 15 || id == 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint32_t *ni = realloc(ids, cap * sizeof *ni);
+            if (!ni) {
+                free(ids);
+                closedir(d);
+                return BR_ENOMEM;
+            }
+            ids = ni;
+        }
+        ids[n++] = id;
+    }
+    closedir(d);
+    qsort(ids, n, sizeof *ids, cmp_u32);
+    *ids_out = ids;
+    *n_out = n;
+    return 0;
+}
+
+static int recover(br_engine *e, char *err, size_t errlen) {
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    int rc = list_files(e, &ids, &n);
+    if (rc) {
+        set_err(err, errlen, "%s: cannot list directory: %s", e->dir, br_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        bool newest = i + 1 == n;
+        br_datafile *f;
+        char name[48];
+        br_df_name(name, sizeof name, ids[i]);
+        /* The newest file becomes the active one: map it writable, at the cap. */
+        rc = br_df_open(e->dirfd, ids[i], newest ? e->o.max_file_size : 0, &f);
+        if (rc) {
+            set_err(err, errlen, "%s/%s: cannot open: %s", e->dir, name, br_strerror(rc));
+            break;
+        }
+        if ((rc = add_file(e, f)) != 0) {
+            br_df_free(f);
+            break;
+        }
+        uint64_t end = newest ? f->map_len : f->size;
+        rc = scan_file(e, f, end, newest, err, errlen);
+        if (rc == 0 && newest) {
+            /* Zero whatever lies past the data, so that the bytes of a torn
+             * record can never be read as part of a later one. */
+            if (f->size < end && !is_zero(f->map + f->size, end - f->size)) {
+                memset(f->map + f->size, 0, end - f->size);
+                rc = br_df_sync(f);
+            }
+            e->active = f;
+        }
+    }
+    free(ids);
+    return rc;
+}
+
+/* ---- Open and close ------------------------------------------------------------ */
+
+static void *syncer_main(void *arg);
+
+int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **out, char *err,
+                   size_t errlen) {
+    *out = NULL;
+    br_engine_options o;
+    if (opts)
+        o = *opts;
+    else
+        br_engine_options_init(&o);
+    if (o.max_file_size < 4096 || o.max_file_size > BR_MAX_FILE_CAP || o.max_key_size == 0 ||
+        o.max_key_size > (1u << 30) || o.max_value_size > BR_MAX_VALUE_CAP ||
+        (o.sync == BR_SYNC_INTERVAL && o.sync_interval_ms == 0) || o.sync > BR_SYNC_NEVER) {
+        set_err(err, errlen, "invalid engine options");
+        return BR_EINVAL;
+    }
+    br_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return BR_ENOMEM;
+    e->o = o;
+    e->dirfd = e->lockfd = -1;
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    /* Readers must not starve the group-commit leader. */
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&e->lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&e->wmu, NULL);
+    pthread_mutex_init(&e->smu, NULL);
+    pthread_cond_init(&e->scv, NULL);
+    int rc = 0;
+    e->dir = strdup(dir);
+    e->kd = br_kd_new();
+    if (!e->dir) {
+        rc = BR_ENOMEM;
+        goto fail;
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        rc = -errno;
+        set_err(err, errlen, "%s: cannot create: %s", dir, br_strerror(rc));
+        goto fail;
+    }
+    e->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (e->dirfd < 0) {
+        rc = -errno;
+        set_err(err, errlen, "%s: cannot open: %s", dir, br_strerror(rc));
+        goto fail;
+    }
+    e->lockfd = openat(e->dirfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (e->lockfd < 0) {
+        rc = -errno;
+        set_err(err, errlen, "%s/LOCK: %s", dir, br_strerror(rc));
+        goto fail;
+    }
+    if (flock(e->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        rc = errno == EWOULDBLOCK ? BR_ELOCKED : -errno;
+        set_err(err, errlen, "%s: %s", dir,
+                rc == BR_ELOCKED ? "data directory is in use by another bitraft process"
+                                 : br_strerror(rc));
+        goto fail;
+    }
+    if ((rc = recover(e, err, errlen)) != 0)
+        goto fail;
+    if (!e->active) {
+        br_datafile *f;
+        if ((rc = br_df_create(e->dirfd, 1, e->o.max_file_size, &f)) != 0) {
+            set_err(err, errlen, "%s: cannot create the first data file: %s", dir, br_strerror(rc));
+            goto fail;
+        }
+        if ((rc = add_file(e, f)) != 0) {
+            br_df_free(f);
+            goto fail;
+        }
+        e->active = f;
+    }
+    if (e->o.sync == BR_SYNC_INTERVAL) {
+        if (pthread_create(&e->syncer, NULL, syncer_main, e) != 0) {
+            rc = BR_ENOMEM;
+            goto fail;
+        }
+        e->syncer_running = true;
+    }
+    br_engine_log(e, BR_LOG_INFO, "%s: opened, %zu keys in %u files, last seq %llu", dir,
+                  br_kd_count(e->kd), e->nfiles, (unsigned long long)e->seq);
+    *out = e;
+    return 0;
+fail:
+    if (rc == BR_ENOMEM)
+        set_err(err, errlen, "%s: out of memory", dir);
+    e->active = NULL; /* br_engine_close must not sync a file it could not open */
+    br_engine_close(e);
+    return rc;
+}
+
+int br_engine_close(br_engine *e) {
+    if (!e)
+        return 0;
+    int rc = 0;
+    if (e->syncer_running) {
+        pthread_mutex_lock(&e->smu);
+        e->stopping = true;
+        pthread_cond_signal(&e->scv);
+        pthread_mutex_unlock(&e->smu);
+        pthread_join(e->syncer, NULL);
+    }
+    if (e->active) {
+        /* Waits for writers in flight: the sync queues behind them. */
+        rc = br_engine_sync(e);
+    }
+    for (uint32_t i = 0; i < e->files_cap; i++)
+        br_df_free(e->files[i]);
+    free(e->files);
+    br_kd_free(e->kd);
+    free(e->locs);
+    if (e->lockfd >= 0)
+        close(e->lockfd); /* releases the flock */
+    if (e->dirfd >= 0)
+        close(e->dirfd);
+    pthread_rwlock_destroy(&e->lock);
+    pthread_mutex_destroy(&e->wmu);
+    pthread_mutex_destroy(&e->smu);
+    pthread_cond_destroy(&e->scv);
+    free(e->dir);
+    free(e);
+    return rc;
+}
+
+static void *syncer_main(void *arg) {
+    br_engine *e = arg;
+    pthread_mutex_lock(&e->smu);
+    while (!e->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)e->o.sync_interval_ms * 1000000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&e->scv, &e->smu, &ts);
+        if (e->stopping)
+            break;
+        pthread_mutex_unlock(&e->smu);
+        int rc = br_engine_sync(e);
+        if (rc)
+            br_engine_log(e, BR_LOG_ERROR, "%s: background sync failed: %s", e->dir,
+                          br_strerror(rc));
+        pthread_mutex_lock(&e->smu);
+    }
+    pthread_mutex_unlock(&e->smu);
+    return NULL;
+}
+
+/* ---- Group commit ------------------------------------------------------------------ */
+
+static size_t writer_bytes(const br_writer *w) {
+    size_t b = 0;
+    for (size_t i = 0; i < w->nops; i++)
+        b += br_rec_size(w->ops[i].klen, w->ops[i].del ? 0 : w->ops[i].vlen);
+    return b;
+}
+
+/* Starts a new active file able to take `need` bytes of records. Leader only. */
+static int rollover(br_engine *e, size_t need) {
+    uint64_t cap = e->o.max_file_size;
+    if (BR_FILE_HEADER_SIZE + need > cap)
+        cap = BR_FILE_HEADER_SIZE + need;
+    br_datafile *old = e->active, *f;
+    int rc = br_df_create(e->dirfd, old->id + 1, cap, &f);
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock(&e->lock);
+    rc = add_file(e, f);
+    if (rc == 0)
+        e->active = f;
+    pthread_rwlock_unlock(&e->lock);
+    if (rc) {
+        br_df_free(f);
+        return rc;
+    }
+    e->dirty = false;
+    rc = br_df_seal(old); /* syncs what a lazy policy left unsynced */
+    STAT_ADD(n_syncs, 1);
+    return rc;
+}
+
+/*
+ * Writes the records of writers [first, last] (inclusive, in queue order),
+ * makes them durable as the policy asks, then applies them to the index.
+ * Returns 0 or the error every writer of the group gets.
+ */
+static int write_group(br_engine *e, br_writer *first, br_writer *last, size_t bytes,
+                       bool force_sync) {
+    if (e->failed)
+        return e->failed;
+    size_t nops = 0;
+    for (br_writer *w = first;; w = w->next) {
+        nops += w->nops;
+        if (w == last)
+            break;
+    }
+    int rc = 0;
+    if (bytes) {
+        br_datafile *f = e->active;
+        if (f->size + bytes > f->map_len ||
+            (f->size + bytes > e->o.max_file_size && f->size > BR_FILE_HEADER_SIZE)) {
+            if ((rc = rollover(e, bytes)) != 0)
+                goto failed;
+            f = e->active;
+        }
+        if (nops > e->locs_cap) {
+            size_t cap = nops * 2;
+            uint64_t *nl = realloc(e->locs, cap * sizeof *nl);
+            if (!nl)
+                return BR_ENOMEM; /* nothing written yet */
+            e->locs = nl;
+            e->locs_cap = cap;
+        }
+        uint64_t off = f->size;
+        size_t k = 0;
+        for (br_writer *w = first;; w = w->next) {
+            uint64_t seq = ++e->seq;
+            for (size_t i = 0; i < w->nops; i++) {
+                const br_op *op = &w->ops[i];
+                uint8_t flags = op->del ? BR_REC_TOMBSTONE : 0;
+                if (w->batch)
+                    flags |= BR_REC_IN_BATCH | (i + 1 == w->nops ? BR_REC_COMMIT : 0);
+                if (!w->batch && i > 0)
+                    seq = ++e->seq;
+                uint32_t vlen = op->del ? 0 : op->vlen;
+                br_rec_encode(f->map + off, seq, flags, op->key, op->klen, op->val, vlen);
+                e->locs[k++] = off;
+                off += br_rec_size(op->klen, vlen);
+            }
+            if (w == last)
+                break;
+        }
+        e->dirty = true;
+        if (e->o.sync == BR_SYNC_ALWAYS || force_sync) {
+            if ((rc = br_df_sync(f)) != 0)
+                goto failed;
+            e->dirty = false;
+            STAT_ADD(n_syncs, 1);
+        }
+        /* Durable: now visible. */
+        pthread_rwlock_wrlock(&e->lock);
+        k = 0;
+        for (br_writer *w = first;; w = w->next) {
+            for (size_t i = 0; i < w->nops; i++) {
+                const br_op *op = &w->ops[i];
+                bool existed = apply_record(e, f, e->locs[k++], op->key, op->klen,
+                                            op->del ? 0 : op->vlen, op->del);
+                if (!w->batch)
+                    w->existed = existed;
+            }
+            if (w == last)
+                break;
+        }
+        f->size = off;
+        pthread_rwlock_unlock(&e->lock);
+    } else if (force_sync && e->dirty) {
+        if ((rc = br_df_sync(e->active)) != 0)
+            goto failed;
+        e->dirty = false;
+        STAT_ADD(n_syncs, 1);
+    }
+    STAT_ADD(n_groups, 1);
+    return 0;
+failed:
+    /* What reached the disk is unknown (a failed fdatasync may have dropped
+     * dirty pages): refuse further writes rather than acknowledge on top of
+     * a hole. A restart recovers from what the files hold. */
+    e->failed = rc;
+    br_engine_log(e, BR_LOG_ERROR, "%s: write failed, store is now read-only: %s", e->dir,
+                  br_strerror(rc));
+    return rc;
+}
+
+int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bool force_sync,
+                     bool *existed) {
+    br_writer w = {.ops = ops, .nops = nops, .batch = batch, .force_sync = force_sync};
+    pthread_cond_init(&w.cv, NULL);
+    pthread_mutex_lock(&e->wmu);
+    if (e->qtail)
+        e->qtail->next = &w;
+    else
+        e->qhead = &w;
+    e->qtail = &w;
+    while (!w.done && e->qhead != &w)
+        pthread_cond_wait(&w.cv, &e->wmu);
+    if (!w.done) {
+        /* Leader: take a group of the writers behind us. */
+        size_t bytes = writer_bytes(&w);
+        bool sync = w.force_sync;
+        br_writer *last = &w;
+        while (last->next) {
+            size_t b = writer_bytes(last->next);
+            if (bytes + b > BR_GROUP_MAX_BYTES)
+                break;
+            bytes += b;
+            last = last->next;
+            sync |= last->force_sync;
+        }
+        pthread_mutex_unlock(&e->wmu);
+        int rc = write_group(e, &w, last, bytes, sync);
+        pthread_mutex_lock(&e->wmu);
+        for (;;) {
+            br_writer *x = e->qhead;
+            e->qhead = x->next;
+            x->rc = rc;
+            x->done = true;
+            if (x != &w)
+                pthread_cond_signal(&x->cv);
+            if (x == last)
+                break;
+        }
+        if (!e->qhead)
+            e->qtail = NULL;
+        else
+            pthread_cond_signal(&e->qhead->cv);
+    }
+    pthread_mutex_unlock(&e->wmu);
+    pthread_cond_destroy(&w.cv);
+    if (existed)
+        *existed = w.existed;
+    return w.rc;
+}
+
+/* ---- Public write API ------------------------------------------------------------------ */
+
+int br_engine_put(br_engine *e, const void *key, size_t klen, const void *val, size_t vlen) {
+    if (klen > UINT32_MAX || vlen > UINT32_MAX)
+        return klen > UINT32_MAX ? BR_EKEYTOOBIG : BR_EVALTOOBIG;
+    br_op op = {key, val ? val : (const uint8_t *)"", (uint32_t)klen, (uint32_t)vlen, false};
+    int rc = br_engine_check_op(e, &op);
+    if (rc)
+        return rc;
+    rc = br_engine_submit(e, &op, 1, false, false, NULL);
+    if (rc == 0)
+        STAT_ADD(n_puts, 1);
+    return rc;
+}
+
+int br_engine_delete(br_engine *e, const void *key, size_t klen) {
+    if (klen > UINT32_MAX)
+        return BR_EKEYTOOBIG;
+    br_op op = {key, NULL, (uint32_t)klen, 0, true};
+    int rc = br_engine_check_op(e, &op);
+    if (rc)
+        return rc;
+    /* Write no tombstone for a key that is not there. */
+    br_loc loc;
+    pthread_rwlock_rdlock(&e->lock);
+    int present = br_kd_get(e->kd, key, klen, &loc);
+    pthread_rwlock_unlock(&e->lock);
+    if (!present)
+        return BR_ENOTFOUND;
+    bool existed = false;
+    rc = br_engine_submit(e, &op, 1, false, false, &existed);
+    if (rc == 0)
+        STAT_ADD(n_dels, 1);
+    /* Deleted by a concurrent writer between the check and the write. */
+    return rc ? rc : existed ? 0 : BR_ENOTFOUND;
+}
+
+int br_engine_sync(br_engine *e) {
+    return br_engine_submit(e, NULL, 0, false, true, NULL);
+}
+
+/* ---- Reads ---------------------------------------------------------------------------- */
+
+int br_engine_read_rec(br_engine *e, br_datafile *f, br_loc loc, const void *key, size_t klen,
+                       const uint8_t **val) {
+    size_t size = br_rec_size((uint32_t)klen, loc.vlen);
+    if ((uint64_t)loc.offset + size > f->map_len)
+        return BR_ECORRUPT;
+    const uint8_t *p = f->map + loc.offset;
+    br_rec_hdr h;
+    int rc = br_rec_decode(p, size, &h);
+    if (rc != 0 || h.klen != klen || h.vlen != loc.vlen ||
+        memcmp(p + BR_REC_HEADER_SIZE, key, klen) != 0) {
+        br_engine_log(e, BR_LOG_ERROR, "%010u.data: corrupt record at offset %u", f->id,
+                      loc.offset);
+        return BR_ECORRUPT;
+    }
+    *val = p + BR_REC_HEADER_SIZE + klen;
+    return 0;
+}
+
+/* Looks key up and pins its file. Returns 1 (found), 0 or an error. */
+static int lookup_pin(br_engine *e, const void *key, size_t klen, br_loc *loc, br_datafile **f) {
+    if (klen == 0 || klen > e->o.max_key_size)
+        return 0;
+    pthread_rwlock_rdlock(&e->lock);
+    int found = br_kd_get(e->kd, key, klen, loc);
+    if (found) {
+        *f = e->files[loc->file_id];
+        atomic_fetch_add_explicit(&(*f)->refs, 1, memory_order_acquire);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    return found;
+}
+
+static void unpin(br_datafile *f) {
+    atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
+}
+
+int br_engine_get(br_engine *e, const void *key, size_t klen, void **val, size_t *vlen) {
+    br_loc loc;
+    br_datafile *f;
+    STAT_ADD(n_gets, 1);
+    if (!lookup_pin(e, key, klen, &loc, &f))
+        return BR_ENOTFOUND;
+    const uint8_t *v;
+    int rc = br_engine_read_rec(e, f, loc, key, klen, &v);
+    if (rc == 0) {
+        void *copy = malloc(loc.vlen ? loc.vlen : 1);
+        if (copy) {
+            memcpy(copy, v, loc.vlen);
+            *val = copy;
+            *vlen = loc.vlen;
+        } else {
+            rc = BR_ENOMEM;
+        }
+    }
+    unpin(f);
+    return rc;
+}
+
+int br_engine_get_into(br_engine *e, const void *key, size_t klen, void *buf, size_t cap,
+                       size_t *vlen) {
+    br_loc loc;
+    br_datafile *f;
+    STAT_ADD(n_gets, 1);
+    if (!lookup_pin(e, key, klen, &loc, &f))
+        return BR_ENOTFOUND;
+    const uint8_t *v;
+    int rc = br_engine_read_rec(e, f, loc, key, klen, &v);
+    if (rc == 0) {
+        *vlen = loc.vlen;
+        if (loc.vlen <= cap)
+            memcpy(buf, v, loc.vlen);
+    }
+    unpin(f);
+    return rc;
+}
+
+/* ---- Figures ---------------------------------------------------------------------------- */
+
+#define STAT_GET(field) atomic_load_explicit(&e->field, memory_order_relaxed)
+
+void br_engine_stats_get(br_engine *e, br_engine_stats *st) {
+    memset(st, 0, sizeof *st);
+    pthread_rwlock_rdlock(&e->lock);
+    st->keys = br_kd_count(e->kd);
+    st->index_bytes = br_kd_mem_bytes(e->kd);
+    st->key_bytes = br_kd_key_bytes(e->kd);
+    for (uint32_t i = 0; i < e->files_cap; i++) {
+        br_datafile *f = e->files[i];
+        if (!f)
+            continue;
+        st->data_files++;
+        st->disk_bytes += f->size;
+        st->live_bytes += f->live;
+        st->dead_bytes += f->dead;
+    }
+    pthread_rwlock_unlock(&e->lock);
+    pthread_mutex_lock(&e->wmu);
+    st->last_seq = e->seq;
+    pthread_mutex_unlock(&e->wmu);
+    st->puts = STAT_GET(n_puts);
+    st->deletes = STAT_GET(n_dels);
+    st->batches = STAT_GET(n_batches);
+    st->gets = STAT_GET(n_gets);
+    st->syncs = STAT_GET(n_syncs);
+    st->write_groups = STAT_GET(n_groups);
+}

@@ -1,0 +1,105 @@
+/* internal.h - the engine's shared internals (engine.c, batch.c, iter.c). */
+#ifndef BR_ENGINE_INTERNAL_H
+#define BR_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "bitraft/engine.h"
+#include "engine/datafile.h"
+#include "engine/keydir.h"
+#include "engine/record.h"
+
+/* One put or delete. Key and value are borrowed from the caller. */
+typedef struct br_op {
+    const uint8_t *key;
+    const uint8_t *val;
+    uint32_t klen;
+    uint32_t vlen;
+    bool del;
+} br_op;
+
+/* A batch op: offsets into the batch arena (which realloc may move). */
+typedef struct br_batch_op {
+    size_t koff, voff;
+    uint32_t klen, vlen;
+    bool del;
+} br_batch_op;
+
+struct br_batch {
+    br_batch_op *ops;
+    size_t n, cap;
+    uint8_t *arena; /* keys and values, back to back */
+    size_t used, arena_cap;
+};
+
+/* A thread waiting in the group-commit queue. */
+typedef struct br_writer {
+    const br_op *ops;
+    size_t nops;
+    bool batch;      /* one atomic unit (one sequence number) */
+    bool force_sync; /* br_engine_sync(): fdatasync even under a lazy policy */
+    bool done;
+    int rc;
+    bool existed; /* single delete: whether the key was there */
+    pthread_cond_t cv;
+    struct br_writer *next;
+} br_writer;
+
+struct br_engine {
+    br_engine_options o;
+    char *dir;
+    int dirfd;
+    int lockfd;
+
+    /* Index and file table. Readers hold `lock` shared for a lookup; the
+     * group-commit leader holds it exclusively to apply a group or to add a
+     * file. */
+    pthread_rwlock_t lock;
+    br_keydir *kd;
+    br_datafile **files; /* indexed by file id; NULL where none */
+    uint32_t files_cap;
+    uint32_t nfiles;
+    br_datafile *active; /* changed only by the leader, under `lock` */
+
+    /* Group commit queue (LevelDB's writer queue): the writer at the head
+     * is the leader and writes for everyone queued behind it. */
+    pthread_mutex_t wmu;
+    br_writer *qhead, *qtail;
+    uint64_t seq;   /* last sequence number used (leader only) */
+    int failed;     /* sticky error after a failed write or sync: the store
+                       then refuses writes (what reached the disk is unknown) */
+    bool dirty;     /* unsynced records in the active file (leader only) */
+    uint64_t *locs; /* leader scratch: record offset of each op */
+    size_t locs_cap;
+
+    /* Interval sync thread. */
+    pthread_t syncer;
+    bool syncer_running;
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    bool stopping;
+
+    /* Counters (relaxed atomics). */
+    atomic_uint_fast64_t n_puts, n_dels, n_batches, n_gets, n_syncs, n_groups;
+};
+
+/* Reads the record at loc in f (pinned by the caller) after checking it:
+ * whole, checksum valid, key equal to key. On success *val points at the
+ * value inside the map. */
+int br_engine_read_rec(br_engine *e, br_datafile *f, br_loc loc, const void *key, size_t klen,
+                       const uint8_t **val);
+
+/* Checks an op against the engine's limits. */
+int br_engine_check_op(const br_engine *e, const br_op *op);
+
+/* Queues ops as one writer and waits until they are durable and applied. */
+int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bool force_sync,
+                     bool *existed);
+
+/* Logs through the engine's sink, if any (printf-style). */
+void br_engine_log(const br_engine *e, br_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
