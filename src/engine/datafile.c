@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -128,6 +129,19 @@ fail:
         close(f->fd);
     free(f);
     return rc;
+}
+
+int br_df_zero_tail(br_datafile *f) {
+    if (f->size >= f->map_len)
+        return 0;
+    off_t off = (off_t)f->size, len = (off_t)(f->map_len - f->size);
+    /* A metadata operation where supported: no page is touched. */
+    if (fallocate(f->fd, FALLOC_FL_ZERO_RANGE, off, len) != 0) {
+        if (errno != EOPNOTSUPP && errno != ENOSYS)
+            return -errno;
+        memset(f->map + f->size, 0, f->map_len - f->size);
+    }
+    return br_df_sync(f);
 }
 
 int br_df_sync(br_datafile *f) {

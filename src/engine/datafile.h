@@ -43,6 +43,10 @@ int br_df_create(int dirfd, uint32_t id, uint64_t cap, br_datafile **out);
  */
 int br_df_open(int dirfd, uint32_t id, uint64_t cap, br_datafile **out);
 
+/* Zeroes the active file from size to its end (keeping the space
+ * reserved) and syncs it. */
+int br_df_zero_tail(br_datafile *f);
+
 /* Makes the file's records durable (fdatasync). */
 int br_df_sync(br_datafile *f);
 

@@ -32,8 +32,9 @@
 
 #define BR_GROUP_MAX_BYTES                                                                         \
     (4u << 20) /* a group takes at most this much, unless one writer is larger */
-#define BR_MAX_FILE_CAP (2u << 30) /* offsets are 32 bits: file cap + one oversized batch < 4 GiB  \
-                                    */
+#define BR_MAX_FILE_CAP                                                                            \
+    (2u << 30) /* offsets are 32 bits: file cap + one oversized batch < 4 GiB                      \
+                */
 #define BR_MAX_VALUE_CAP   (1u << 30)
 #define BR_MAX_WRITE_BYTES (1536u << 20) /* one batch's records */
 
@@ -131,6 +132,41 @@ static bool apply_record(br_engine *e, br_datafile *f, uint64_t off, const uint8
 
 /* ---- Recovery ----------------------------------------------------------------- */
 
+/*
+ * Recovery reads every record of every file first, then builds the index in
+ * one pass over the records sorted by key: inserting keys in order appends
+ * to the rightmost leaf (hot in cache, nodes filled whole), where inserting
+ * them in log order would be a cache miss per record.
+ */
+typedef struct rec_ent {
+    uint64_t head; /* key bytes [prefix, prefix + 8), big-endian: the sort key */
+    uint32_t file_id;
+    uint32_t offset;
+    uint32_t vlen;
+    uint32_t klen; /* top bit: tombstone */
+} rec_ent;
+
+#define REC_DEL 0x80000000u
+
+typedef struct recov {
+    rec_ent *v, *tmp;
+    size_t n, cap;
+} recov;
+
+static int recov_push(recov *rv, uint32_t file_id, uint64_t off, const br_rec_hdr *h) {
+    if (rv->n == rv->cap) {
+        size_t cap = rv->cap ? rv->cap * 2 : 4096;
+        rec_ent *nv = realloc(rv->v, cap * sizeof *nv);
+        if (!nv)
+            return BR_ENOMEM;
+        rv->v = nv;
+        rv->cap = cap;
+    }
+    rv->v[rv->n++] = (rec_ent){0, file_id, (uint32_t)off, h->vlen,
+                               h->klen | ((h->flags & BR_REC_TOMBSTONE) ? REC_DEL : 0)};
+    return 0;
+}
+
 typedef struct pending_rec {
     uint64_t off;
     br_rec_hdr h;
@@ -161,12 +197,39 @@ static uint64_t find_valid_after(const br_datafile *f, uint64_t from, uint64_t e
 }
 
 /*
+ * In the newest file: whether the records after a bad one at `off` are the
+ * store's own, i.e. the damage is in the middle of the data and not a torn
+ * write at its end. That is so when, from some offset after off, valid
+ * records chain to the end of the data and the first of them carries the
+ * next sequence number or the one after it (the bad record used one, unless
+ * it was in a batch, whose records share theirs). Requiring the chain and
+ * the numbers keeps a value that merely holds record-like bytes (values are
+ * arbitrary) from passing for one.
+ */
+static bool valid_records_follow(const br_datafile *f, uint64_t off, uint64_t end,
+                                 uint64_t last_seq) {
+    for (uint64_t q = off + 1; (q = find_valid_after(f, q, end)) != 0; q++) {
+        br_rec_hdr h;
+        br_rec_decode(f->map + q, end - q, &h);
+        if (h.seq < last_seq || h.seq > last_seq + 2)
+            continue;
+        uint64_t at = q;
+        int d = 0;
+        while (at < end && (d = br_rec_decode(f->map + at, end - at, &h)) == 0)
+            at += br_rec_size(h.klen, h.vlen);
+        if (at >= end || d == 1)
+            return true;
+    }
+    return false;
+}
+
+/*
  * Scans file f (data up to `end`), applying its records to the index.
  * newest: f is the newest file; a bad record with nothing valid after it is
  * a torn tail and is cut off. On return f->size is the end of the valid
  * data. Returns 0 or BR_ECORRUPT (message in err).
  */
-static int scan_file(br_engine *e, br_datafile *f, uint64_t end, bool newest, char *err,
+static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool newest, char *err,
                      size_t errlen) {
     char name[48];
     br_df_name(name, sizeof name, f->id);
@@ -178,22 +241,30 @@ static int scan_file(br_engine *e, br_datafile *f, uint64_t end, bool newest, ch
     pending_rec *pend = NULL;
     size_t npend = 0, pcap = 0;
     uint64_t off = BR_FILE_HEADER_SIZE;
+    uint64_t last_seq = e->seq; /* of the last whole write before off */
     while (off < end) {
         br_rec_hdr h;
         int d = br_rec_decode(f->map + off, end - off, &h);
-        if (d == 1 && is_zero(f->map + off, end - off))
-            break; /* end of data */
+        /* End of data. Records are written in order, so nothing follows a
+         * zero header in the newest file (recover() zeroes the rest for
+         * good measure); a closed file must be zero to its end. */
+        if (d == 1 && (newest || is_zero(f->map + off, end - off)))
+            break;
         if (d == 0 && npend && (!(h.flags & BR_REC_IN_BATCH) || h.seq != pend[0].h.seq))
             d = BR_ECORRUPT; /* a batch must be contiguous and end with its commit */
         if (d != 0) {
             /* A bad record (or a batch with no commit before it). */
             uint64_t bad = npend ? pend[0].off : off;
-            uint64_t next = find_valid_after(f, off + 1, end);
-            if (newest && (!next || e->o.repair)) {
+            /* A torn write at the end of the newest file is cut off;
+             * damage with the store's records after it is corruption. */
+            bool follow = newest ? valid_records_follow(f, off, end, last_seq)
+                                 : find_valid_after(f, off + 1, end) != 0;
+            uint64_t next = follow ? find_valid_after(f, off + 1, end) : 0;
+            if (newest && (!follow || e->o.repair)) {
                 br_engine_log(e, BR_LOG_WARN,
                               "%s: torn tail at offset %llu cut off (%llu bytes dropped%s)", name,
                               (unsigned long long)bad, (unsigned long long)(end - bad),
-                              next ? ", repair: valid records after it were dropped too" : "");
+                              follow ? ", repair: valid records after it were dropped too" : "");
                 off = bad;
                 npend = 0;
                 break;
@@ -217,6 +288,8 @@ static int scan_file(br_engine *e, br_datafile *f, uint64_t end, bool newest, ch
         uint64_t size = br_rec_size(h.klen, h.vlen);
         if (h.seq > e->seq)
             e->seq = h.seq;
+        if (!(h.flags & BR_REC_IN_BATCH) || (h.flags & BR_REC_COMMIT))
+            last_seq = h.seq;
         if (h.flags & BR_REC_IN_BATCH) {
             if (npend == pcap) {
                 pcap = pcap ? pcap * 2 : 64;
@@ -229,16 +302,16 @@ static int scan_file(br_engine *e, br_datafile *f, uint64_t end, bool newest, ch
             }
             pend[npend++] = (pending_rec){off, h};
             if (h.flags & BR_REC_COMMIT) {
-                for (size_t i = 0; i < npend; i++) {
-                    const uint8_t *p = f->map + pend[i].off;
-                    apply_record(e, f, pend[i].off, p + BR_REC_HEADER_SIZE, pend[i].h.klen,
-                                 pend[i].h.vlen, pend[i].h.flags & BR_REC_TOMBSTONE);
-                }
+                for (size_t i = 0; i < npend && rc == 0; i++)
+                    rc = recov_push(rv, f->id, pend[i].off, &pend[i].h);
                 npend = 0;
             }
         } else {
-            apply_record(e, f, off, f->map + off + BR_REC_HEADER_SIZE, h.klen, h.vlen,
-                         h.flags & BR_REC_TOMBSTONE);
+            rc = recov_push(rv, f->id, off, &h);
+        }
+        if (rc) {
+            free(pend);
+            return rc;
         }
         off += size;
     }
@@ -257,6 +330,138 @@ static int scan_file(br_engine *e, br_datafile *f, uint64_t end, bool newest, ch
     }
     free(pend);
     f->size = off;
+    return 0;
+}
+
+static const uint8_t *rec_key(const br_engine *e, const rec_ent *r) {
+    return e->files[r->file_id]->map + r->offset + BR_REC_HEADER_SIZE;
+}
+
+/* Stable LSD radix sort of v[0..n) by head, 16 bits a pass; passes whose
+ * digit is the same for every record are skipped. */
+static void radix_sort(rec_ent *v, rec_ent *tmp, size_t n) {
+    size_t *cnt = malloc(65536 * sizeof *cnt);
+    if (!cnt)
+        abort();
+    for (int shift = 0; shift < 64; shift += 16) {
+        memset(cnt, 0, 65536 * sizeof *cnt);
+        for (size_t i = 0; i < n; i++)
+            cnt[(v[i].head >> shift) & 0xffff]++;
+        if (cnt[(v[0].head >> shift) & 0xffff] == n)
+            continue;
+        size_t sum = 0;
+        for (size_t d = 0; d < 65536; d++) {
+            size_t c = cnt[d];
+            cnt[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            tmp[cnt[(v[i].head >> shift) & 0xffff]++] = v[i];
+        memcpy(v, tmp, n * sizeof *v);
+    }
+    free(cnt);
+}
+
+static const br_engine *sort_engine; /* for the qsort comparator below */
+
+/* Full order: key bytes, then log order (file, offset). */
+static int rec_cmp(const void *a, const void *b) {
+    const rec_ent *x = a, *y = b;
+    uint32_t xl = x->klen & ~REC_DEL, yl = y->klen & ~REC_DEL;
+    size_t m = xl < yl ? xl : yl;
+    int c = memcmp(rec_key(sort_engine, x), rec_key(sort_engine, y), m);
+    if (c)
+        return c;
+    if (xl != yl)
+        return xl < yl ? -1 : 1;
+    if (x->file_id != y->file_id)
+        return x->file_id < y->file_id ? -1 : 1;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/*
+ * Sorts the records by key (log order among equal keys) and builds the index:
+ * of each key's records the newest decides, a tombstone meaning absent.
+ * Sets every file's live and dead byte counts.
+ */
+static int build_index(br_engine *e, recov *rv) {
+    size_t n = rv->n;
+    if (n == 0)
+        return 0;
+    /* Heads start after the prefix all keys share (bounded), so they tell
+     * keys apart even when all begin alike ("user:", "0000..."). */
+    const uint8_t *k0 = rec_key(e, &rv->v[0]);
+    size_t p = rv->v[0].klen & ~REC_DEL;
+    if (p > 64)
+        p = 64;
+    for (size_t i = 1; i < n && p; i++) {
+        const uint8_t *k = rec_key(e, &rv->v[i]);
+        size_t l = rv->v[i].klen & ~REC_DEL, j = 0;
+        size_t m = l < p ? l : p;
+        while (j < m && k[j] == k0[j])
+            j++;
+        p = j;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *k = rec_key(e, &rv->v[i]);
+        size_t l = rv->v[i].klen & ~REC_DEL;
+        uint64_t h = 0;
+        for (size_t j = p; j < p + 8; j++)
+            h = (h << 8) | (j < l ? k[j] : 0);
+        rv->v[i].head = h;
+    }
+    rv->tmp = malloc(n * sizeof *rv->tmp);
+    if (!rv->tmp)
+        return BR_ENOMEM;
+    radix_sort(rv->v, rv->tmp, n);
+    /* Keys with equal heads (longer keys, or a key and its extension with
+     * zero bytes) are put in full order here; radix sorting kept log order. */
+    sort_engine = e;
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && rv->v[j].head == rv->v[i].head)
+            j++;
+        if (j - i > 1)
+            qsort(rv->v + i, j - i, sizeof *rv->v, rec_cmp);
+        i = j;
+    }
+    /* A key no longer than prefix + 8 bytes is the shared prefix plus its
+     * head: rebuilt here without touching the file, whose records are in
+     * log order, not key order (a cache miss per record otherwise). */
+    uint8_t kbuf[64 + 8];
+    memcpy(kbuf, k0, p);
+    for (size_t i = 0; i < n;) {
+        /* [i, j): the records of one key, oldest first. */
+        size_t j = i + 1;
+        uint32_t kl = rv->v[i].klen & ~REC_DEL;
+        const uint8_t *k;
+        if (kl <= p + 8) {
+            for (size_t b = 0; b < kl - p; b++)
+                kbuf[p + b] = (uint8_t)(rv->v[i].head >> (56 - 8 * b));
+            k = kbuf;
+            while (j < n && rv->v[j].head == rv->v[i].head && (rv->v[j].klen & ~REC_DEL) == kl)
+                j++;
+        } else {
+            if (i + 8 < n)
+                __builtin_prefetch(rec_key(e, &rv->v[i + 8]));
+            k = rec_key(e, &rv->v[i]);
+            while (j < n && rv->v[j].head == rv->v[i].head && (rv->v[j].klen & ~REC_DEL) == kl &&
+                   memcmp(rec_key(e, &rv->v[j]), k, kl) == 0)
+                j++;
+        }
+        for (size_t x = i; x < j; x++) {
+            const rec_ent *r = &rv->v[x];
+            br_datafile *f = e->files[r->file_id];
+            uint64_t size = br_rec_size(kl, r->vlen);
+            if (x + 1 == j && !(r->klen & REC_DEL)) {
+                f->live += size;
+                br_kd_put(e->kd, k, kl, (br_loc){r->file_id, r->offset, r->vlen}, NULL);
+            } else {
+                f->dead += size;
+            }
+        }
+        i = j;
+    }
     return 0;
 }
 
@@ -318,6 +523,7 @@ static int recover(br_engine *e, char *err, size_t errlen) {
         set_err(err, errlen, "%s: cannot list directory: %s", e->dir, br_strerror(rc));
         return rc;
     }
+    recov rv = {0};
     for (size_t i = 0; i < n && rc == 0; i++) {
         bool newest = i + 1 == n;
         br_datafile *f;
@@ -334,17 +540,21 @@ static int recover(br_engine *e, char *err, size_t errlen) {
             break;
         }
         uint64_t end = newest ? f->map_len : f->size;
-        rc = scan_file(e, f, end, newest, err, errlen);
+        rc = scan_file(e, &rv, f, end, newest, err, errlen);
         if (rc == 0 && newest) {
             /* Zero whatever lies past the data, so that the bytes of a torn
-             * record can never be read as part of a later one. */
-            if (f->size < end && !is_zero(f->map + f->size, end - f->size)) {
-                memset(f->map + f->size, 0, end - f->size);
-                rc = br_df_sync(f);
-            }
+             * record, or of records a crash of the machine wrote out of
+             * order, can never be read as part of a later one. */
+            rc = br_df_zero_tail(f);
             e->active = f;
         }
     }
+    if (rc == 0)
+        rc = build_index(e, &rv);
+    if (rc == BR_ENOMEM)
+        set_err(err, errlen, "%s: out of memory while rebuilding the index", e->dir);
+    free(rv.v);
+    free(rv.tmp);
     free(ids);
     return rc;
 }

@@ -4,9 +4,10 @@
  *
  * Node layout (KD_NODE_SIZE bytes):
  *
- *   header | prefix (plen bytes) | slots (n x u16) -> free <- heap entries
+ *   header | prefix (plen bytes) | slots (n x 6 bytes) -> free <- heap entries
  *
- * Slot i holds the offset in data[] of the i-th entry in key order. Entries
+ * Slot i holds the offset in data[] of the i-th entry in key order and the
+ * first four bytes of its suffix. Entries
  * grow down from the end of data[]:
  *
  *   u16 slen     suffix length, or KD_OOL for an out-of-line key
@@ -28,6 +29,7 @@
 #include "engine/keydir.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,10 +85,28 @@ static inline size_t pay_size(const kd_node *nd) {
     return nd->leaf ? KD_LOC_SIZE : KD_PTR_SIZE;
 }
 
+/* A slot: the entry's offset, and the first four bytes of its suffix
+ * (big-endian, zero-padded) so that a binary search mostly compares slots
+ * and touches few cache lines. */
+#define KD_SLOT 6
+
 static inline uint16_t slot(const kd_node *nd, int i) {
     uint16_t s;
-    memcpy(&s, nd->data + nd->plen + 2 * i, 2);
+    memcpy(&s, nd->data + nd->plen + KD_SLOT * i, 2);
     return s;
+}
+
+static inline uint32_t slot_head(const kd_node *nd, int i) {
+    uint32_t h;
+    memcpy(&h, nd->data + nd->plen + KD_SLOT * i + 2, 4);
+    return h;
+}
+
+static inline uint32_t head_of(const uint8_t *s, size_t len) {
+    uint32_t h = 0;
+    for (size_t i = 0; i < 4; i++)
+        h = (h << 8) | (i < len ? s[i] : 0);
+    return h;
 }
 
 static inline uint8_t *entry(kd_node *nd, int i) {
@@ -143,14 +163,20 @@ static inline kd_node *e_child(const uint8_t *e) {
 
 static inline int cmp_bytes(const uint8_t *a, size_t al, const uint8_t *b, size_t bl) {
     size_t m = al < bl ? al : bl;
-    int c = m ? memcmp(a, b, m) : 0;
-    if (c)
-        return c;
+    if (m <= 8) { /* short suffixes are the common case: no call */
+        for (size_t i = 0; i < m; i++)
+            if (a[i] != b[i])
+                return a[i] < b[i] ? -1 : 1;
+    } else {
+        int c = memcmp(a, b, m);
+        if (c)
+            return c;
+    }
     return al < bl ? -1 : al > bl;
 }
 
 static inline size_t node_free(const kd_node *nd) {
-    return nd->heap - nd->plen - 2u * nd->n;
+    return nd->heap - nd->plen - (size_t)KD_SLOT * nd->n;
 }
 
 /*
@@ -174,13 +200,21 @@ static int lower_bound(const kd_node *nd, const uint8_t *key, size_t klen, int *
     *in_prefix = 1;
     const uint8_t *s = key + plen;
     size_t sl = klen - plen;
+    uint32_t sh = head_of(s, sl);
     int lo = 0, hi = nd->n;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
-        const uint8_t *p;
-        size_t len;
-        suffix(nd, mid, &p, &len);
-        if (cmp_bytes(p, len, s, sl) < 0)
+        uint32_t h = slot_head(nd, mid);
+        int c;
+        if (h != sh) {
+            c = h < sh ? -1 : 1;
+        } else {
+            const uint8_t *p;
+            size_t len;
+            suffix(nd, mid, &p, &len);
+            c = cmp_bytes(p, len, s, sl);
+        }
+        if (c < 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -205,12 +239,24 @@ static kd_node *child_at(const kd_node *nd, int ci) {
     return ci == 0 ? nd->a : e_child(centry(nd, ci - 1));
 }
 
-/* Descends from the root to the node at `level` whose range covers key. */
-static kd_node *descend(const br_keydir *kd, const uint8_t *key, size_t klen, int level) {
+/* Descends from the root to the node at `level` whose range covers key.
+ * *rightmost (if not NULL) says whether that node is the last of its level. */
+static kd_node *descend_rm(const br_keydir *kd, const uint8_t *key, size_t klen, int level,
+                           bool *rightmost) {
     kd_node *nd = kd->root;
-    for (int l = kd->height; l > level; l--)
-        nd = child_at(nd, child_index(nd, key, klen));
+    bool rm = true;
+    for (int l = kd->height; l > level; l--) {
+        int ci = child_index(nd, key, klen);
+        rm = rm && ci == nd->n;
+        nd = child_at(nd, ci);
+    }
+    if (rightmost)
+        *rightmost = rm;
     return nd;
+}
+
+static kd_node *descend(const br_keydir *kd, const uint8_t *key, size_t klen, int level) {
+    return descend_rm(kd, key, klen, level, NULL);
 }
 
 /* ---- Node writing --------------------------------------------------------- */
@@ -250,14 +296,14 @@ static size_t lcp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl) {
 
 /* Bytes an item takes in a node with prefix plen (slot included). */
 static inline size_t item_size(const kd_item *it, size_t plen, size_t pay) {
-    return 2 + 2 + pay + (it->ool ? KD_PTR_SIZE : it->klen - plen);
+    return KD_SLOT + 2 + pay + (it->ool ? KD_PTR_SIZE : it->klen - plen);
 }
 
 /* Places an item as entry i of nd (slots i..n-1 move up one). nd must have
  * room and the item's key must start with nd's prefix. */
 static void place(kd_node *nd, int i, const kd_item *it) {
     size_t pay = pay_size(nd);
-    size_t esz = item_size(it, nd->plen, pay) - 2;
+    size_t esz = item_size(it, nd->plen, pay) - KD_SLOT;
     nd->heap = (uint16_t)(nd->heap - esz);
     uint8_t *e = nd->data + nd->heap;
     uint16_t sl = it->ool ? (uint16_t)KD_OOL : (uint16_t)(it->klen - nd->plen);
@@ -268,9 +314,11 @@ static void place(kd_node *nd, int i, const kd_item *it) {
     else
         memcpy(e + 2 + pay, it->key + nd->plen, sl);
     uint8_t *slots = nd->data + nd->plen;
-    memmove(slots + 2 * (i + 1), slots + 2 * i, 2u * (nd->n - i));
+    memmove(slots + KD_SLOT * (i + 1), slots + KD_SLOT * i, (size_t)KD_SLOT * (nd->n - i));
     uint16_t off = nd->heap;
-    memcpy(slots + 2 * i, &off, 2);
+    uint32_t h = head_of(it->key + nd->plen, it->klen - nd->plen);
+    memcpy(slots + KD_SLOT * i, &off, 2);
+    memcpy(slots + KD_SLOT * i + 2, &h, 4);
     nd->n++;
 }
 
@@ -329,7 +377,7 @@ static int materialize(br_keydir *kd, const kd_node *nd, int gap) {
  * child0 and its key the separator the caller pushes up.
  */
 #define KD_MAX_SPLIT 24
-static int repack(br_keydir *kd, kd_node *nd, int cnt, kd_node **out, int *starts) {
+static int repack(br_keydir *kd, kd_node *nd, int cnt, bool append, kd_node **out, int *starts) {
     kd_item *items = kd->items;
     size_t pay = pay_size(nd);
     size_t p = lcp(items[0].key, items[0].klen, items[cnt - 1].key, items[cnt - 1].klen);
@@ -338,7 +386,12 @@ static int repack(br_keydir *kd, kd_node *nd, int cnt, kd_node **out, int *start
         total += item_size(&items[i], p, pay);
     int k = 1;
     starts[0] = 0;
-    if (total > KD_DATA) {
+    if (total > KD_DATA && append) {
+        /* Appending past the last key of the rightmost node: keep the old
+         * node full and start a new one, so that keys inserted in order
+         * (a bulk load, a counter) fill their nodes instead of half. */
+        starts[k++] = cnt - 1;
+    } else if (total > KD_DATA) {
         /* Greedy cut into k nearly equal parts, each within a node. */
         size_t room = KD_DATA - KD_PREFIX_MAX;
         int parts = (int)((total + room - 1) / room);
@@ -410,7 +463,7 @@ static void insert_sep(br_keydir *kd, int level, const uint8_t *key, size_t klen
 
 /* Inserts `it` as entry i of nd at `level`, splitting as needed and pushing
  * separators up. */
-static void insert_item(br_keydir *kd, kd_node *nd, int level, int i, int in_prefix,
+static void insert_item(br_keydir *kd, kd_node *nd, int level, int i, int in_prefix, bool rightmost,
                         const kd_item *it) {
     size_t need = item_size(it, nd->plen, pay_size(nd));
     if (in_prefix && need <= node_free(nd)) {
@@ -421,7 +474,9 @@ static void insert_item(br_keydir *kd, kd_node *nd, int level, int i, int in_pre
     kd->items[i] = *it;
     kd_node *out[KD_MAX_SPLIT];
     int starts[KD_MAX_SPLIT];
-    int k = repack(kd, nd, cnt, out, starts);
+    /* The new item goes after every key of the rightmost node of its level. */
+    bool append = i == cnt - 1 && cnt > 1 && rightmost;
+    int k = repack(kd, nd, cnt, append, out, starts);
     if (k == 1)
         return;
     /* Copy the separators out first: the recursive inserts reuse kd->items
@@ -455,11 +510,12 @@ static void insert_sep(br_keydir *kd, int level, const uint8_t *key, size_t klen
         kd->height++;
         return;
     }
-    kd_node *nd = descend(kd, key, klen, level);
+    bool rm;
+    kd_node *nd = descend_rm(kd, key, klen, level, &rm);
     int eq, inp;
     int i = lower_bound(nd, key, klen, &eq, &inp);
     assert(!eq);
-    insert_item(kd, nd, level, i, inp, &it);
+    insert_item(kd, nd, level, i, inp, rm, &it);
 }
 
 /* ---- Removal -------------------------------------------------------------- */
@@ -472,7 +528,7 @@ static void remove_entry(br_keydir *kd, kd_node *nd, int i) {
         free_ool(kd, e_ool(e, pay));
     nd->dead = (uint16_t)(nd->dead + e_size(e, pay));
     uint8_t *slots = nd->data + nd->plen;
-    memmove(slots + 2 * i, slots + 2 * (i + 1), 2u * (nd->n - i - 1));
+    memmove(slots + KD_SLOT * i, slots + KD_SLOT * (i + 1), (size_t)KD_SLOT * (nd->n - i - 1));
     nd->n--;
     if (nd->n == 0) {
         nd->heap = KD_DATA;
@@ -576,7 +632,7 @@ int br_kd_put(br_keydir *kd, const void *key, size_t klen, br_loc loc, br_loc *o
     }
     kd_item it;
     make_item(kd, &it, key, klen, &loc, sizeof loc);
-    insert_item(kd, nd, 0, i, inp, &it);
+    insert_item(kd, nd, 0, i, inp, nd->b == NULL, &it);
     kd->count++;
     kd->key_bytes += klen;
     return 0;
@@ -683,7 +739,7 @@ static int check_node(const kd_node *nd, int level, const uint8_t *lo, size_t lo
                       const uint8_t *hi, size_t hil, kd_check *st) {
     if ((level == 0) != (nd->leaf != 0))
         return BR_ECORRUPT;
-    if (nd->plen + 2u * nd->n > nd->heap || nd->heap > KD_DATA)
+    if (nd->plen + (size_t)KD_SLOT * nd->n > nd->heap || nd->heap > KD_DATA)
         return BR_ECORRUPT;
     size_t pay = pay_size(nd);
     size_t used = 0;
@@ -696,6 +752,8 @@ static int check_node(const kd_node *nd, int level, const uint8_t *lo, size_t lo
         size_t sl;
         suffix(nd, i, &s, &sl);
         if (e_slen(e) == KD_OOL && memcmp(e_ool(e, pay) + 4, nd->data, nd->plen) != 0)
+            return BR_ECORRUPT;
+        if (slot_head(nd, i) != head_of(s, sl))
             return BR_ECORRUPT;
         size_t kl = nd->plen + sl;
         uint8_t *kb = xmalloc(kl + 1);

@@ -4,7 +4,7 @@
  *
  * Built for memory: nodes are 4 KiB slotted pages that store key bytes
  * inline, once, behind a prefix shared by all keys of the node (prefix
- * compression), so a key costs its suffix plus 16 bytes (a 2-byte slot, a
+ * compression), so a key costs its suffix plus 20 bytes (a 6-byte slot, a
  * 2-byte length, the 12-byte location). Keys of KD_OOL_MIN bytes or more
  * are kept out of line in one malloc'd block each. Leaves are linked for
  * ordered scans.

@@ -1,0 +1,409 @@
+/*
+ * bench.c - bitraft-bench: figures for bitraft's engine, never pass/fail.
+ *
+ * Usage: bitraft-bench engine [--n N] [--dir D] [--seed S] [--phases a,b,c]
+ *                             [--file-size BYTES]
+ *
+ * Runs the workload of workload.h, phase for phase as refbench.c runs it on
+ * LMDB, LevelDB and RocksDB, and prints one JSON line per phase:
+ *   fillrandom   N single puts in perm order, sync=never
+ *   fillbatch    fresh store, N puts in perm order, 1000 per batch, sync=never
+ *   readrandom   1,000,000 gets of key number wl_rand(seed + 1) % N, values
+ *                checked
+ *   scan100      100,000 ranges of 100 keys from number wl_rand(seed + 2) %
+ *                (N - 99); ops = ranges
+ *   fullscan     the whole store in order; ops = entries
+ *   reopen       close, open, one get; seconds = close + open + get
+ *   rawsync      the floor for synced writes: 10,000 appends of one 116-byte
+ *                record to a preallocated file, each followed by fdatasync
+ *   syncwrite    10,000 puts of numbers N .. N+9999, sync=always, one thread
+ *   syncwrite16  10,000 puts of numbers N+10000 .., sync=always, 16 threads
+ * then one line with rss_bytes, peak_rss_bytes, index_bytes,
+ * index_bytes_per_key (beyond the key itself) and disk_bytes.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bitraft/engine.h"
+#include "workload.h"
+
+#define READ_OPS     1000000ULL
+#define SCAN_RANGES  100000ULL
+#define SCAN_LEN     100
+#define SYNC_OPS     10000ULL
+#define SYNC_THREADS 16
+#define BATCH        1000
+
+static const char *const phase_names[] = {"fillrandom", "fillbatch", "readrandom",
+                                          "scan100",    "fullscan",  "reopen",
+                                          "rawsync",    "syncwrite", "syncwrite16"};
+enum {
+    PH_FILLRANDOM,
+    PH_FILLBATCH,
+    PH_READRANDOM,
+    PH_SCAN,
+    PH_FULLSCAN,
+    PH_REOPEN,
+    PH_RAWSYNC,
+    PH_SYNCWRITE,
+    PH_SYNCWRITE16,
+    PH_COUNT
+};
+
+typedef struct bench {
+    uint64_t n, seed;
+    uint64_t *perm;
+    char dir[4096];
+    br_engine_options o;
+    br_engine *e;
+} bench;
+
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bitraft-bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    remove(p);
+    return 0;
+}
+
+static void rm_rf(const char *p) {
+    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static uint64_t disk_sum;
+static int disk_add(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)p, (void)ftw;
+    if (flag == FTW_F)
+        disk_sum += (uint64_t)st->st_blocks * 512u;
+    return 0;
+}
+
+/* Bytes allocated on disk under dir (blocks, so preallocation counts). */
+static uint64_t disk_bytes(const char *dir) {
+    disk_sum = 0;
+    nftw(dir, disk_add, 16, FTW_PHYS);
+    return disk_sum;
+}
+
+static void open_store(bench *b, br_sync_policy sync) {
+    char err[512] = "";
+    b->o.sync = sync;
+    int rc = br_engine_open(b->dir, &b->o, &b->e, err, sizeof err);
+    if (rc)
+        die("open %s: %s (%s)", b->dir, br_strerror(rc), err);
+}
+
+static void close_store(bench *b) {
+    int rc = br_engine_close(b->e);
+    b->e = NULL;
+    if (rc)
+        die("close: %s", br_strerror(rc));
+}
+
+static void put_num(br_engine *e, uint64_t num) {
+    char k[WL_KEY_LEN], v[WL_VALUE_LEN];
+    wl_key(num, k);
+    wl_value(num, v);
+    int rc = br_engine_put(e, k, sizeof k, v, sizeof v);
+    if (rc)
+        die("put: %s", br_strerror(rc));
+}
+
+static void check_num(br_engine *e, uint64_t num) {
+    char k[WL_KEY_LEN], v[WL_VALUE_LEN], got[WL_VALUE_LEN];
+    size_t vl;
+    wl_key(num, k);
+    wl_value(num, v);
+    int rc = br_engine_get_into(e, k, sizeof k, got, sizeof got, &vl);
+    if (rc || vl != sizeof v || memcmp(got, v, sizeof v) != 0)
+        die("get %.16s: %s", k, rc ? br_strerror(rc) : "wrong value");
+}
+
+static void fresh(bench *b) {
+    rm_rf(b->dir);
+}
+
+static double fill_random(bench *b) {
+    fresh(b);
+    open_store(b, BR_SYNC_NEVER);
+    double t = wl_now();
+    for (uint64_t i = 0; i < b->n; i++)
+        put_num(b->e, b->perm[i]);
+    return wl_now() - t;
+}
+
+static double fill_batch(bench *b) {
+    if (b->e)
+        close_store(b);
+    fresh(b);
+    open_store(b, BR_SYNC_NEVER);
+    br_batch *bt = br_batch_new();
+    char k[WL_KEY_LEN], v[WL_VALUE_LEN];
+    double t = wl_now();
+    for (uint64_t i = 0; i < b->n; i += BATCH) {
+        br_batch_clear(bt);
+        for (uint64_t j = i; j < i + BATCH && j < b->n; j++) {
+            wl_key(b->perm[j], k);
+            wl_value(b->perm[j], v);
+            br_batch_put(bt, k, sizeof k, v, sizeof v);
+        }
+        int rc = br_engine_write(b->e, bt);
+        if (rc)
+            die("batch: %s", br_strerror(rc));
+    }
+    double d = wl_now() - t;
+    br_batch_free(bt);
+    return d;
+}
+
+static double read_random(bench *b) {
+    uint64_t st = b->seed + 1;
+    double t = wl_now();
+    for (uint64_t i = 0; i < READ_OPS; i++)
+        check_num(b->e, wl_rand(&st) % b->n);
+    return wl_now() - t;
+}
+
+static double scan_ranges(bench *b, uint64_t *sum) {
+    uint64_t st = b->seed + 2;
+    double t = wl_now();
+    for (uint64_t r = 0; r < SCAN_RANGES; r++) {
+        char k[WL_KEY_LEN];
+        wl_key(wl_rand(&st) % (b->n - SCAN_LEN + 1), k);
+        br_iter *it;
+        if (br_engine_iter(b->e, k, sizeof k, NULL, 0, SCAN_LEN, &it))
+            die("iter");
+        const void *kp, *vp;
+        size_t kl, vl;
+        int got = 0, rc;
+        while ((rc = br_iter_next(it, &kp, &kl, &vp, &vl)) == 1) {
+            *sum += ((const uint8_t *)kp)[kl - 1] + ((const uint8_t *)vp)[vl - 1];
+            got++;
+        }
+        if (rc < 0 || got != SCAN_LEN)
+            die("scan: %d entries, %s", got, br_strerror(rc));
+        br_iter_free(it);
+    }
+    return wl_now() - t;
+}
+
+static double full_scan(bench *b, uint64_t *entries) {
+    br_iter *it;
+    double t = wl_now();
+    if (br_engine_iter(b->e, NULL, 0, NULL, 0, 0, &it))
+        die("iter");
+    const void *kp, *vp;
+    size_t kl, vl;
+    uint64_t n = 0, sum = 0;
+    int rc;
+    while ((rc = br_iter_next(it, &kp, &kl, &vp, &vl)) == 1) {
+        sum += ((const uint8_t *)vp)[0];
+        n++;
+    }
+    br_iter_free(it);
+    double d = wl_now() - t;
+    if (rc < 0 || n != b->n)
+        die("fullscan: %llu entries (sum %llu)", (unsigned long long)n, (unsigned long long)sum);
+    *entries = n;
+    return d;
+}
+
+static double reopen(bench *b) {
+    uint64_t st = b->seed + 3;
+    double t = wl_now();
+    close_store(b);
+    double t_open = wl_now();
+    open_store(b, BR_SYNC_NEVER);
+    check_num(b->e, wl_rand(&st) % b->n);
+    double end = wl_now();
+    fprintf(stderr, "reopen: close %.4f s, open + get %.4f s\n", t_open - t, end - t_open);
+    return end - t;
+}
+
+static double raw_sync(bench *b) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s.rawsync", b->dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || fallocate(fd, 0, 0, 64 << 20) != 0)
+        die("rawsync: %s", strerror(errno));
+    char rec[116];
+    memset(rec, 'r', sizeof rec);
+    double t = wl_now();
+    for (uint64_t i = 0; i < SYNC_OPS; i++) {
+        if (pwrite(fd, rec, sizeof rec, (off_t)(i * sizeof rec)) != (ssize_t)sizeof rec ||
+            fdatasync(fd) != 0)
+            die("rawsync: %s", strerror(errno));
+    }
+    double d = wl_now() - t;
+    close(fd);
+    unlink(path);
+    return d;
+}
+
+static double sync_write(bench *b) {
+    close_store(b);
+    open_store(b, BR_SYNC_ALWAYS);
+    double t = wl_now();
+    for (uint64_t i = 0; i < SYNC_OPS; i++)
+        put_num(b->e, b->n + i);
+    return wl_now() - t;
+}
+
+typedef struct sync_arg {
+    bench *b;
+    int t;
+} sync_arg;
+
+static void *sync_worker(void *p) {
+    sync_arg *a = p;
+    for (uint64_t i = (uint64_t)a->t; i < SYNC_OPS; i += SYNC_THREADS)
+        put_num(a->b->e, a->b->n + SYNC_OPS + i);
+    return NULL;
+}
+
+static double sync_write16(bench *b) {
+    if (b->o.sync != BR_SYNC_ALWAYS) {
+        close_store(b);
+        open_store(b, BR_SYNC_ALWAYS);
+    }
+    pthread_t th[SYNC_THREADS];
+    sync_arg args[SYNC_THREADS];
+    br_engine_stats s0, s1;
+    br_engine_stats_get(b->e, &s0);
+    double t = wl_now();
+    for (int i = 0; i < SYNC_THREADS; i++) {
+        args[i] = (sync_arg){b, i};
+        pthread_create(&th[i], NULL, sync_worker, &args[i]);
+    }
+    for (int i = 0; i < SYNC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    double d = wl_now() - t;
+    br_engine_stats_get(b->e, &s1);
+    fprintf(stderr, "syncwrite16: %llu fdatasyncs for %llu puts\n",
+            (unsigned long long)(s1.syncs - s0.syncs), (unsigned long long)SYNC_OPS);
+    return d;
+}
+
+static unsigned parse_phases(const char *list) {
+    unsigned mask = 0;
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int found = 0;
+        for (int p = 0; p < PH_COUNT; p++)
+            if (strcmp(tok, phase_names[p]) == 0) {
+                mask |= 1u << p;
+                found = 1;
+            }
+        if (!found)
+            die("unknown phase %s", tok);
+    }
+    free(copy);
+    return mask;
+}
+
+static int run_engine(int argc, char **argv) {
+    bench b = {.n = 2000000, .seed = 42};
+    br_engine_options_init(&b.o);
+    unsigned phases = (1u << PH_COUNT) - 1;
+    const char *dir = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v)
+            die("%s needs a value", a);
+        if (strcmp(a, "--n") == 0)
+            b.n = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--seed") == 0)
+            b.seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--dir") == 0)
+            dir = v;
+        else if (strcmp(a, "--phases") == 0)
+            phases = parse_phases(v);
+        else if (strcmp(a, "--file-size") == 0)
+            b.o.max_file_size = strtoull(v, NULL, 10);
+        else
+            die("unknown option %s", a);
+        i++;
+    }
+    if (b.n < SCAN_LEN)
+        die("--n must be at least %d", SCAN_LEN);
+    char tmpl[] = "/tmp/bitraft-bench.XXXXXX";
+    const char *parent = dir;
+    if (!parent) {
+        if (!mkdtemp(tmpl))
+            die("mkdtemp: %s", strerror(errno));
+        parent = tmpl;
+    }
+    mkdir(parent, 0755);
+    snprintf(b.dir, sizeof b.dir, "%s/bitraft", parent);
+    b.perm = wl_perm(b.n, b.seed);
+
+    if (phases & (1u << PH_FILLRANDOM))
+        wl_report("bitraft", "fillrandom", b.n, fill_random(&b));
+    if (phases & (1u << PH_FILLBATCH))
+        wl_report("bitraft", "fillbatch", b.n, fill_batch(&b));
+    if (!b.e) { /* the read phases need a store */
+        if (phases &
+            ((1u << PH_READRANDOM) | (1u << PH_SCAN) | (1u << PH_FULLSCAN) | (1u << PH_REOPEN)))
+            fill_batch(&b);
+        else
+            open_store(&b, BR_SYNC_NEVER);
+    }
+    if (phases & (1u << PH_READRANDOM))
+        wl_report("bitraft", "readrandom", READ_OPS, read_random(&b));
+    uint64_t sum = 0;
+    if (phases & (1u << PH_SCAN))
+        wl_report("bitraft", "scan100", SCAN_RANGES, scan_ranges(&b, &sum));
+    if (phases & (1u << PH_FULLSCAN)) {
+        uint64_t entries = 0;
+        double d = full_scan(&b, &entries);
+        wl_report("bitraft", "fullscan", entries, d);
+    }
+    if (phases & (1u << PH_REOPEN))
+        wl_report("bitraft", "reopen", 1, reopen(&b));
+    br_engine_stats st;
+    br_engine_stats_get(b.e, &st);
+    uint64_t rss = wl_rss(), peak = wl_peak_rss();
+    if (phases & (1u << PH_RAWSYNC))
+        wl_report("bitraft", "rawsync", SYNC_OPS, raw_sync(&b));
+    if (phases & (1u << PH_SYNCWRITE))
+        wl_report("bitraft", "syncwrite", SYNC_OPS, sync_write(&b));
+    if (phases & (1u << PH_SYNCWRITE16))
+        wl_report("bitraft", "syncwrite16", SYNC_OPS, sync_write16(&b));
+    close_store(&b);
+    double per_key =
+        st.keys ? ((double)st.index_bytes - (double)st.key_bytes) / (double)st.keys : 0.0;
+    printf("{\"engine\":\"bitraft\",\"keys\":%llu,\"rss_bytes\":%llu,\"peak_rss_bytes\":%llu,"
+           "\"index_bytes\":%llu,\"index_bytes_per_key\":%.1f,\"disk_bytes\":%llu,"
+           "\"data_bytes\":%llu}\n",
+           (unsigned long long)st.keys, (unsigned long long)rss, (unsigned long long)peak,
+           (unsigned long long)st.index_bytes, per_key, (unsigned long long)disk_bytes(b.dir),
+           (unsigned long long)st.disk_bytes);
+    fprintf(stderr, "scan checksum %llu\n", (unsigned long long)sum);
+    rm_rf(parent == tmpl ? tmpl : b.dir);
+    free(b.perm);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "engine") == 0)
+        return run_engine(argc - 2, argv + 2);
+    fprintf(stderr, "usage: bitraft-bench engine [--n N] [--dir D] [--seed S] [--phases a,b,c] "
+                    "[--file-size BYTES]\n");
+    return 2;
+}
