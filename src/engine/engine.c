@@ -509,7 +509,8 @@ static int list_files(br_engine *e, uint32_t **ids_out, size_t *n_out) {
         ids[n++] = id;
     }
     closedir(d);
-    qsort(ids, n, sizeof *ids, cmp_u32);
+    if (n)
+        qsort(ids, n, sizeof *ids, cmp_u32);
     *ids_out = ids;
     *n_out = n;
     return 0;

@@ -53,6 +53,7 @@ Test(engine, put_get_delete_overwrite) {
     cr_assert(st.dead_bytes > 0, "overwritten and deleted records are dead bytes");
     cr_assert_eq(br_engine_close(e), 0);
     tu_rmrf(dir);
+    free(dir);
 }
 
 Test(engine, get_into_reports_needed_size) {
@@ -68,6 +69,7 @@ Test(engine, get_into_reports_needed_size) {
     cr_assert_eq(memcmp(big, "hello world", 11), 0);
     br_engine_close(e);
     tu_rmrf(dir);
+    free(dir);
 }
 
 Test(engine, reopen_keeps_everything) {
@@ -112,6 +114,7 @@ Test(engine, reopen_keeps_everything) {
     cr_assert_eq(st2.last_seq, st1.last_seq + 1);
     br_engine_close(e);
     tu_rmrf(dir);
+    free(dir);
 }
 
 Test(engine, batch_is_applied_in_order) {
@@ -137,6 +140,7 @@ Test(engine, batch_is_applied_in_order) {
     br_batch_free(b);
     br_engine_close(e);
     tu_rmrf(dir);
+    free(dir);
 }
 
 Test(engine, limits_reject_and_write_nothing) {
@@ -164,6 +168,7 @@ Test(engine, limits_reject_and_write_nothing) {
     cr_assert_eq(st.last_seq, 1, "only the one good write reached the log");
     br_engine_close(e);
     tu_rmrf(dir);
+    free(dir);
 }
 
 Test(engine, bad_options_are_refused) {
@@ -175,6 +180,7 @@ Test(engine, bad_options_are_refused) {
     cr_assert_eq(br_engine_open(dir, &o, &e, NULL, 0), BR_EINVAL);
     cr_assert_null(e);
     tu_rmrf(dir);
+    free(dir);
 }
 
 Test(engine, value_larger_than_file_cap_gets_its_own_file) {
@@ -202,6 +208,7 @@ Test(engine, value_larger_than_file_cap_gets_its_own_file) {
     br_engine_close(e);
     free(big);
     tu_rmrf(dir);
+    free(dir);
 }
 
 Test(engine, every_sync_policy_survives_reopen) {
@@ -230,6 +237,7 @@ Test(engine, every_sync_policy_survives_reopen) {
         expect_value(e, "k99", "k99");
         br_engine_close(e);
         tu_rmrf(dir);
+    free(dir);
     }
 }
 
@@ -264,6 +272,7 @@ Test(engine, range_is_ordered_and_inclusive) {
     cr_assert_str_eq(c.keys[1], "b");
     br_engine_close(e);
     tu_rmrf(dir);
+    free(dir);
 }
 
 Test(engine, iterator_pages_through_a_large_range) {
@@ -294,4 +303,5 @@ Test(engine, iterator_pages_through_a_large_range) {
     br_iter_free(it);
     br_engine_close(e);
     tu_rmrf(dir);
+    free(dir);
 }
