@@ -865,20 +865,24 @@ int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bo
         pthread_mutex_unlock(&e->wmu);
         int rc = write_group(e, &w, last, bytes, sync);
         pthread_mutex_lock(&e->wmu);
+        /* Hand leadership on first, so the next group's write and sync start
+         * while this group's writers are being woken. */
+        br_writer *x = e->qhead;
+        e->qhead = last->next;
+        if (!e->qhead)
+            e->qtail = NULL;
+        else
+            pthread_cond_signal(&e->qhead->cv);
         for (;;) {
-            br_writer *x = e->qhead;
-            e->qhead = x->next;
+            br_writer *nx = x->next;
             x->rc = rc;
             x->done = true;
             if (x != &w)
                 pthread_cond_signal(&x->cv);
             if (x == last)
                 break;
+            x = nx;
         }
-        if (!e->qhead)
-            e->qtail = NULL;
-        else
-            pthread_cond_signal(&e->qhead->cv);
     }
     pthread_mutex_unlock(&e->wmu);
     pthread_cond_destroy(&w.cv);

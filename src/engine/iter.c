@@ -99,8 +99,12 @@ static int fetch_page(br_iter *it) {
         it->eof = true;
     /* The values of consecutive keys lie scattered over the files: ask for
      * all of this page's records at once, so their cache misses overlap. */
-    for (size_t i = 0; i < it->n; i++)
-        __builtin_prefetch(it->ent[i].f->map + it->ent[i].loc.offset);
+    for (size_t i = 0; i < it->n; i++) {
+        const uint8_t *r = it->ent[i].f->map + it->ent[i].loc.offset;
+        size_t len = br_rec_size(it->ent[i].klen, it->ent[i].loc.vlen);
+        for (size_t o = 0; o < len && o < 512; o += 64)
+            __builtin_prefetch(r + o);
+    }
     it->remaining -= it->n;
     if (it->n) {
         const it_ent *last = &it->ent[it->n - 1];
