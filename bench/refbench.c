@@ -31,7 +31,7 @@
  * The read phases run on the store left by fillbatch (or by fillrandom when
  * fillbatch is not selected; when neither is, an untimed batch load is done
  * first). Then one line with rss_bytes and peak_rss_bytes (taken with the
- * store open) and disk_bytes (sum of st_size of the files of the store's
+ * store open) and disk_bytes (the blocks allocated to the files of the store's
  * directory, after the final close: allocated blocks, so a sparse map counts
  * what it holds).
  *
@@ -504,7 +504,7 @@ static int disk_add(const char *path, const struct stat *st, int type, struct FT
     return 0;
 }
 
-/* Total st_size of the regular files under dir. */
+/* Bytes allocated to the regular files under dir. */
 static uint64_t disk_bytes(const char *dir) {
     disk_total = 0;
     if (nftw(dir, disk_add, 16, FTW_PHYS) != 0)
