@@ -42,10 +42,22 @@ typedef struct br_writer {
     bool force_sync; /* br_engine_sync(): fdatasync even under a lazy policy */
     bool done;
     int rc;
-    bool existed; /* single delete: whether the key was there */
+    bool existed;   /* single delete: whether the key was there */
+    uint64_t loc1;  /* offset of the one record of a single op */
+    uint64_t *locs; /* offset of each op's record (&loc1, or malloc'd) */
     pthread_cond_t cv;
     struct br_writer *next;
 } br_writer;
+
+/* A group of writers whose records were copied together (group commit). */
+typedef struct br_group {
+    br_writer *first; /* its writers, linked by next, NULL-terminated */
+    br_datafile *f;   /* the file they went into */
+    uint64_t end;     /* write position in f after them */
+    bool need_sync;   /* some writer needs them on disk before completion */
+    int rc;           /* error of the write itself */
+    struct br_group *next;
+} br_group;
 
 struct br_engine {
     br_engine_options o;
@@ -63,16 +75,20 @@ struct br_engine {
     uint32_t nfiles;
     br_datafile *active; /* changed only by the leader, under `lock` */
 
-    /* Group commit queue (LevelDB's writer queue): the writer at the head
-     * is the leader and writes for everyone queued behind it. */
+    /* Group commit (engine.c explains the pipeline). All under wmu. */
     pthread_mutex_t wmu;
-    br_writer *qhead, *qtail;
-    uint64_t seq;   /* last sequence number used (leader only) */
-    int failed;     /* sticky error after a failed write or sync: the store
-                       then refuses writes (what reached the disk is unknown) */
-    bool dirty;     /* unsynced records in the active file (leader only) */
-    uint64_t *locs; /* leader scratch: record offset of each op */
-    size_t locs_cap;
+    br_writer *qhead, *qtail; /* writers waiting to be written */
+    bool writing;             /* a leader is copying its group */
+    br_group *ghead, *gtail;  /* written groups not yet applied, in log order */
+    bool applying;            /* a thread is applying groups */
+    int syncs_running;        /* fdatasync calls in flight */
+    pthread_cond_t drain_cv;  /* signalled when no group or sync is in flight */
+    uint64_t wpos;            /* where the next record goes in the active file */
+    uint32_t synced_file;     /* the log is durable up to (synced_file, */
+    uint64_t synced_end;      /*  synced_end) */
+    uint64_t seq;             /* last sequence number used */
+    int failed;               /* sticky error after a failed write or sync: the
+                                 store then refuses writes */
 
     /* Interval sync thread. */
     pthread_t syncer;
