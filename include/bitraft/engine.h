@@ -130,7 +130,8 @@ int br_engine_get(br_engine *e, const void *key, size_t klen, void **val, size_t
 /*
  * Like br_engine_get, but copies the value into buf when it fits. Returns 0
  * with *vlen set; if *vlen > cap the value did not fit and buf holds nothing
- * useful (call again with a larger buffer).
+ * useful (call again with a larger buffer). buf may be NULL when cap is 0
+ * (a size query).
  */
 int br_engine_get_into(br_engine *e, const void *key, size_t klen, void *buf, size_t cap,
                        size_t *vlen);

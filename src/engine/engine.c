@@ -890,6 +890,9 @@ static void apply_groups(br_engine *e) {
 int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bool force_sync,
                      bool *existed) {
     br_writer w = {.ops = ops, .nops = nops, .batch = batch, .force_sync = force_sync};
+    /* The group this writer may lead: it must live until the writer is
+     * done, since the thread that applies it may be another one. */
+    br_group g = {.first = &w};
     pthread_cond_init(&w.cv, NULL);
     pthread_mutex_lock(&e->wmu);
     if (e->qtail)
@@ -905,7 +908,6 @@ int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bo
     if (!w.done) {
         /* Write leader: take a group of the writers queued behind us. */
         e->writing = true;
-        br_group g = {.first = &w};
         size_t bytes = writer_bytes(&w);
         bool sync = w.force_sync || e->o.sync == BR_SYNC_ALWAYS;
         br_writer *last = &w;
@@ -1085,7 +1087,7 @@ int br_engine_get_into(br_engine *e, const void *key, size_t klen, void *buf, si
     int rc = br_engine_read_rec(e, f, loc, key, klen, &v);
     if (rc == 0) {
         *vlen = loc.vlen;
-        if (loc.vlen <= cap)
+        if (loc.vlen && loc.vlen <= cap)
             memcpy(buf, v, loc.vlen);
     }
     unpin(f);
