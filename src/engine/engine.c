@@ -1036,10 +1036,16 @@ int br_engine_read_rec(br_engine *e, br_datafile *f, br_loc loc, const void *key
     return 0;
 }
 
-/* Looks key up and pins its file. Returns 1 (found), 0 or an error. */
-static int lookup_pin(br_engine *e, const void *key, size_t klen, br_loc *loc, br_datafile **f) {
+/*
+ * Finds key's newest value: on success *v points at it inside the map of
+ * *f, which is pinned (the caller unpins it). Returns BR_ENOTFOUND or
+ * BR_ECORRUPT (nothing pinned then).
+ */
+static int read_value(br_engine *e, const void *key, size_t klen, const uint8_t **v, br_loc *loc,
+                      br_datafile **f) {
+    STAT_ADD(n_gets, 1);
     if (klen == 0 || klen > e->o.max_key_size)
-        return 0;
+        return BR_ENOTFOUND;
     pthread_rwlock_rdlock(&e->lock);
     int found = br_kd_get(e->kd, key, klen, loc);
     if (found) {
@@ -1047,51 +1053,46 @@ static int lookup_pin(br_engine *e, const void *key, size_t klen, br_loc *loc, b
         atomic_fetch_add_explicit(&(*f)->refs, 1, memory_order_acquire);
     }
     pthread_rwlock_unlock(&e->lock);
-    return found;
-}
-
-static void unpin(br_datafile *f) {
-    atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
+    if (!found)
+        return BR_ENOTFOUND;
+    int rc = br_engine_read_rec(e, *f, *loc, key, klen, v);
+    if (rc)
+        atomic_fetch_sub_explicit(&(*f)->refs, 1, memory_order_release);
+    return rc;
 }
 
 int br_engine_get(br_engine *e, const void *key, size_t klen, void **val, size_t *vlen) {
+    const uint8_t *v;
     br_loc loc;
     br_datafile *f;
-    STAT_ADD(n_gets, 1);
-    if (!lookup_pin(e, key, klen, &loc, &f))
-        return BR_ENOTFOUND;
-    const uint8_t *v;
-    int rc = br_engine_read_rec(e, f, loc, key, klen, &v);
-    if (rc == 0) {
-        void *copy = malloc(loc.vlen ? loc.vlen : 1);
-        if (copy) {
-            memcpy(copy, v, loc.vlen);
-            *val = copy;
-            *vlen = loc.vlen;
-        } else {
-            rc = BR_ENOMEM;
-        }
+    int rc = read_value(e, key, klen, &v, &loc, &f);
+    if (rc)
+        return rc;
+    void *copy = malloc(loc.vlen ? loc.vlen : 1);
+    if (copy) {
+        memcpy(copy, v, loc.vlen);
+        *val = copy;
+        *vlen = loc.vlen;
+    } else {
+        rc = BR_ENOMEM;
     }
-    unpin(f);
+    atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
     return rc;
 }
 
 int br_engine_get_into(br_engine *e, const void *key, size_t klen, void *buf, size_t cap,
                        size_t *vlen) {
+    const uint8_t *v;
     br_loc loc;
     br_datafile *f;
-    STAT_ADD(n_gets, 1);
-    if (!lookup_pin(e, key, klen, &loc, &f))
-        return BR_ENOTFOUND;
-    const uint8_t *v;
-    int rc = br_engine_read_rec(e, f, loc, key, klen, &v);
-    if (rc == 0) {
-        *vlen = loc.vlen;
-        if (loc.vlen && loc.vlen <= cap)
-            memcpy(buf, v, loc.vlen);
-    }
-    unpin(f);
-    return rc;
+    int rc = read_value(e, key, klen, &v, &loc, &f);
+    if (rc)
+        return rc;
+    *vlen = loc.vlen;
+    if (loc.vlen && loc.vlen <= cap)
+        memcpy(buf, v, loc.vlen);
+    atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
+    return 0;
 }
 
 /* ---- Figures ---------------------------------------------------------------------------- */
