@@ -193,7 +193,7 @@ int br_engine_sync(br_engine *e);
 typedef struct br_engine_stats {
     uint64_t keys;        /* live keys */
     uint64_t data_files;  /* data files on disk */
-    uint64_t disk_bytes;  /* bytes of records in data files */
+    uint64_t disk_bytes;  /* bytes of data in data files (file headers and records) */
     uint64_t live_bytes;  /* bytes of records that hold a live value */
     uint64_t dead_bytes;  /* bytes of overwritten values and tombstones */
     uint64_t index_bytes; /* memory held by the key index */

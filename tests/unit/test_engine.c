@@ -237,7 +237,7 @@ Test(engine, every_sync_policy_survives_reopen) {
         expect_value(e, "k99", "k99");
         br_engine_close(e);
         tu_rmrf(dir);
-    free(dir);
+        free(dir);
     }
 }
 
