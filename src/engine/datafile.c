@@ -13,6 +13,8 @@
 #include "bitraft/error.h"
 #include "engine/record.h"
 
+int (*br_df_fdatasync)(int fd) = fdatasync;
+
 void br_df_name(char *buf, size_t len, uint32_t id) {
     snprintf(buf, len, "%010u.data", id);
 }
@@ -145,7 +147,7 @@ int br_df_zero_tail(br_datafile *f) {
 }
 
 int br_df_sync(br_datafile *f) {
-    if (f->fd >= 0 && fdatasync(f->fd) != 0)
+    if (f->fd >= 0 && br_df_fdatasync(f->fd) != 0)
         return -errno;
     return 0;
 }
@@ -154,7 +156,8 @@ int br_df_seal(br_datafile *f) {
     if (f->fd < 0)
         return 0;
     int rc = 0;
-    if (fdatasync(f->fd) != 0 || ftruncate(f->fd, (off_t)f->size) != 0 || fdatasync(f->fd) != 0)
+    if (br_df_fdatasync(f->fd) != 0 || ftruncate(f->fd, (off_t)f->size) != 0 ||
+        br_df_fdatasync(f->fd) != 0)
         rc = -errno;
     close(f->fd);
     f->fd = -1;

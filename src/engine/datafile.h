@@ -25,6 +25,10 @@ typedef struct br_datafile {
     atomic_int refs; /* readers using the map right now */
 } br_datafile;
 
+/* The fdatasync every data file sync goes through; tests replace it to
+ * inject failures. Not for production use. */
+extern int (*br_df_fdatasync)(int fd);
+
 /* Formats the file name of id into buf (at least 32 bytes). */
 void br_df_name(char *buf, size_t len, uint32_t id);
 

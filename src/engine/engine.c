@@ -779,17 +779,23 @@ static int rollover(br_engine *e, size_t need) {
         if (rc)
             br_df_free(f);
     }
-    if (rc == 0) {
-        rc = br_df_seal(old); /* syncs what a lazy policy left unsynced */
-        STAT_ADD(n_syncs, 1);
+    if (rc) {
+        pthread_mutex_lock(&e->wmu);
+        return rc; /* still on the old file; nothing written */
     }
+    int src = br_df_seal(old); /* syncs what a lazy policy left unsynced */
+    STAT_ADD(n_syncs, 1);
     pthread_mutex_lock(&e->wmu);
-    if (rc == 0) {
-        e->wpos = BR_FILE_HEADER_SIZE;
-        e->synced_file = f->id;
-        e->synced_end = BR_FILE_HEADER_SIZE;
+    e->wpos = BR_FILE_HEADER_SIZE;
+    e->synced_file = f->id;
+    e->synced_end = BR_FILE_HEADER_SIZE;
+    if (src) {
+        /* The old file's last records may not be on disk. */
+        br_engine_log(e, BR_LOG_ERROR, "%s: sealing %010u.data failed, store is now read-only: %s",
+                      e->dir, old->id, br_strerror(src));
+        e->failed = src;
     }
-    return rc;
+    return src;
 }
 
 /*

@@ -1,6 +1,8 @@
 /* test_engine.c - the engine API: puts, gets, deletes, batches, limits,
  * reopen, stats, sync policies. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +303,41 @@ Test(engine, iterator_pages_through_a_large_range) {
     cr_assert_eq(rc, 0);
     cr_assert_eq(n, 2900);
     br_iter_free(it);
+    br_engine_close(e);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* ---- A failed fdatasync --------------------------------------------------- */
+
+#include "engine/datafile.h"
+
+static int syncs_before_failure;
+static int failing_fdatasync(int fd) {
+    if (syncs_before_failure-- > 0)
+        return fdatasync(fd);
+    errno = EIO;
+    return -1;
+}
+
+Test(engine, failed_sync_fails_the_write_and_makes_the_store_read_only) {
+    char *dir = tu_tmpdir("engine");
+    br_engine *e = open_or_die(dir, NULL);
+    cr_assert_eq(br_engine_put(e, "before", 6, "1", 1), 0);
+    syncs_before_failure = 0;
+    br_df_fdatasync = failing_fdatasync;
+    cr_assert_eq(br_engine_put(e, "lost", 4, "2", 1), -EIO, "a write whose sync fails fails");
+    br_df_fdatasync = fdatasync;
+    /* What reached the disk is unknown now: no later write may be
+     * acknowledged on top of it, but reads go on. */
+    cr_assert_eq(br_engine_put(e, "after", 5, "3", 1), -EIO);
+    expect_value(e, "before", "1");
+    expect_absent(e, "lost");
+    cr_assert_neq(br_engine_close(e), 0, "close reports the failure");
+    e = open_or_die(dir, NULL);
+    expect_value(e, "before", "1");
+    expect_absent(e, "after");
+    cr_assert_eq(br_engine_put(e, "after", 5, "3", 1), 0, "a reopened store writes again");
     br_engine_close(e);
     tu_rmrf(dir);
     free(dir);
