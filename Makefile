@@ -1,14 +1,14 @@
 # bitraft — the two commands a new user needs:
 #   make run    build, then start bitraft
 #   make test   build, then run every test
-# Other targets: build, test-asan, test-tsan, bench, format, clean.
+# Other targets: build, test-asan, test-tsan, test-long, sim-long, bench, format, clean.
 
 BUILD      ?= build
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 RUN_ARGS   ?=
 
-.PHONY: all deps build run test test-asan test-tsan test-long bench bench-deps format clean
+.PHONY: all deps build run test test-asan test-tsan test-long sim-long bench bench-deps format clean
 
 all: build
 
@@ -42,6 +42,10 @@ test-tsan: deps
 # Longer tests kept out of CI (more crash rounds, bigger stores).
 test-long: build
 	cd $(BUILD) && BR_TEST_LONG=1 ctest --output-on-failure -j 1
+
+# 100,000 random fault schedules of the simulated Raft cluster.
+sim-long: build
+	BR_TEST_LONG=1 $(BUILD)/tests/sim/bitraft-raft-sim
 
 bench-deps:
 	@scripts/deps.sh bench

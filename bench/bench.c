@@ -400,10 +400,16 @@ static int run_engine(int argc, char **argv) {
     return 0;
 }
 
+/* raft_bench.c: a 3-node in-memory cluster committing 100-byte entries. */
+int raft_bench_main(int argc, char **argv);
+
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "engine") == 0)
         return run_engine(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "raft") == 0)
+        return raft_bench_main(argc - 2, argv + 2);
     fprintf(stderr, "usage: bitraft-bench engine [--n N] [--dir D] [--seed S] [--phases a,b,c] "
-                    "[--file-size BYTES]\n");
+                    "[--file-size BYTES]\n"
+                    "       bitraft-bench raft [ENTRIES [BATCH]]\n");
     return 2;
 }
