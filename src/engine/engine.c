@@ -36,6 +36,7 @@
     (2u << 30) /* offsets are 32 bits: file cap + one oversized batch < 4 GiB                      \
                 */
 #define BR_MAX_VALUE_CAP   (1u << 30)
+#define BR_APPLY_AHEAD     8             /* index prefetch distance when applying a batch */
 #define BR_SYNCS_IN_FLIGHT 1             /* concurrent fdatasyncs (engine.c: Group commit) */
 #define BR_MAX_WRITE_BYTES (1536u << 20) /* one batch's records */
 
@@ -867,6 +868,11 @@ static void apply_groups(br_engine *e) {
             for (br_writer *w = g->first; w; w = w->next)
                 for (size_t i = 0; i < w->nops; i++) {
                     const br_op *op = &w->ops[i];
+                    /* Batches: start loading the leaf of a key a few ops
+                     * ahead, so the index's cache misses overlap. */
+                    if (i + BR_APPLY_AHEAD < w->nops)
+                        br_kd_prefetch(e->kd, w->ops[i + BR_APPLY_AHEAD].key,
+                                       w->ops[i + BR_APPLY_AHEAD].klen);
                     bool existed = apply_record(e, f, w->locs[i], op->key, op->klen,
                                                 op->del ? 0 : op->vlen, op->del);
                     if (!w->batch)

@@ -638,6 +638,13 @@ int br_kd_put(br_keydir *kd, const void *key, size_t klen, br_loc loc, br_loc *o
     return 0;
 }
 
+void br_kd_prefetch(const br_keydir *kd, const void *key, size_t klen) {
+    const kd_node *nd = descend(kd, key, klen, 0);
+    size_t end = nd->plen + (size_t)KD_SLOT * nd->n;
+    for (size_t o = 0; o < end; o += 64)
+        __builtin_prefetch(nd->data + o);
+}
+
 int br_kd_replace_if(br_keydir *kd, const void *key, size_t klen, br_loc expect, br_loc loc) {
     kd_node *nd = descend(kd, key, klen, 0);
     int eq, inp;

@@ -50,6 +50,11 @@ int br_kd_put(br_keydir *kd, const void *key, size_t klen, br_loc loc, br_loc *o
  */
 int br_kd_replace_if(br_keydir *kd, const void *key, size_t klen, br_loc expect, br_loc loc);
 
+/* Asks the CPU to start loading what a later lookup or put of key will
+ * read in its leaf (the slot array), so that the cache misses of several
+ * keys overlap. Reads the tree only. */
+void br_kd_prefetch(const br_keydir *kd, const void *key, size_t klen);
+
 /* Removes key. Returns 1 (previous location in *old if not NULL) or 0 if absent. */
 int br_kd_del(br_keydir *kd, const void *key, size_t klen, br_loc *old);
 
