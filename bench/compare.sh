@@ -3,7 +3,9 @@
 # side, ROUNDS times in turn (so machine noise falls on all alike), and
 # prints the median of each figure per engine, with bitraft's ratio to each
 # (ops/s for the phases, seconds for reopen_s, MB for memory and disk: for
-# the last three a ratio below 1 is bitraft's advantage).
+# the last three a ratio below 1 is bitraft's advantage). idx_B/key is the
+# index's bytes per key beyond the key after reopen, idx_B/key_f after the
+# random fill.
 #
 # Usage: bench/compare.sh [ROUNDS] [N] [OUT]
 #   ROUNDS  rounds of all engines (default 3)
@@ -50,6 +52,12 @@ function field(line, name,   m) {
     if (p == "") {
         p = "peak_rss_MB"; v = field($0, "peak_rss_bytes") / 1e6
         vals[e, p] = vals[e, p] " " v; phases[p] = 1
+        if (e == "bitraft") {
+            p = "idx_B/key"; v = field($0, "index_bytes_per_key")
+            vals[e, p] = vals[e, p] " " v; phases[p] = 1
+            p = "idx_B/key_f"; v = field($0, "index_bytes_per_key_after_fill")
+            vals[e, p] = vals[e, p] " " v; phases[p] = 1
+        }
         p = "disk_MB"; v = field($0, "disk_bytes") / 1e6
     } else if (p == "reopen") { p = "reopen_s"; v = field($0, "seconds") }
     else v = field($0, "ops_per_s")
@@ -57,7 +65,7 @@ function field(line, name,   m) {
 }
 END {
     n = split(engines, en, " ")
-    split("fillrandom fillbatch readrandom scan100 fullscan reopen_s rawsync syncwrite syncwrite16 peak_rss_MB disk_MB", order, " ")
+    split("fillrandom fillbatch readrandom scan100 fullscan reopen_s rawsync syncwrite syncwrite16 peak_rss_MB disk_MB idx_B/key idx_B/key_f", order, " ")
     printf "%-12s", "phase"; for (i = 1; i <= n; i++) printf " %12s", en[i]
     for (i = 2; i <= n; i++) printf " %10s", "bt/" en[i]; printf "\n"
     for (k = 1; k in order; k++) {
