@@ -200,8 +200,9 @@ typedef struct br_engine_stats {
     uint64_t key_bytes;   /* sum of live key lengths */
     uint64_t last_seq;    /* sequence number of the newest record */
     uint64_t puts, deletes, batches, gets;
-    uint64_t syncs;        /* fdatasync calls on data files */
-    uint64_t write_groups; /* group commits (one write + at most one sync each) */
+    uint64_t syncs;         /* fdatasync calls on data files */
+    uint64_t write_groups;  /* group commits (one write + at most one sync each) */
+    uint64_t hints_written; /* hint files written since open */
 } br_engine_stats;
 
 void br_engine_stats_get(br_engine *e, br_engine_stats *st);

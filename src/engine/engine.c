@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/hint.h"
 #include "engine/internal.h"
 
 #define BR_GROUP_MAX_BYTES                                                                         \
@@ -141,7 +142,8 @@ static bool apply_record(br_engine *e, br_datafile *f, uint64_t off, const uint8
  * them in log order would be a cache miss per record.
  */
 typedef struct rec_ent {
-    uint64_t head; /* key bytes [prefix, prefix + 8), big-endian: the sort key */
+    uint64_t head;      /* key bytes [prefix, prefix + 8), big-endian: the sort key */
+    const uint8_t *key; /* in the data file's map, or the hint's */
     uint32_t file_id;
     uint32_t offset;
     uint32_t vlen;
@@ -153,9 +155,12 @@ typedef struct rec_ent {
 typedef struct recov {
     rec_ent *v, *tmp;
     size_t n, cap;
+    br_hint *hints; /* hints loaded: their maps hold keys until the build */
+    size_t nhints;
 } recov;
 
-static int recov_push(recov *rv, uint32_t file_id, uint64_t off, const br_rec_hdr *h) {
+static int recov_push(recov *rv, uint32_t file_id, uint64_t off, const uint8_t *key, uint32_t klen,
+                      uint32_t vlen, bool del) {
     if (rv->n == rv->cap) {
         size_t cap = rv->cap ? rv->cap * 2 : 4096;
         rec_ent *nv = realloc(rv->v, cap * sizeof *nv);
@@ -164,9 +169,13 @@ static int recov_push(recov *rv, uint32_t file_id, uint64_t off, const br_rec_hd
         rv->v = nv;
         rv->cap = cap;
     }
-    rv->v[rv->n++] = (rec_ent){0, file_id, (uint32_t)off, h->vlen,
-                               h->klen | ((h->flags & BR_REC_TOMBSTONE) ? REC_DEL : 0)};
+    rv->v[rv->n++] = (rec_ent){0, key, file_id, (uint32_t)off, vlen, klen | (del ? REC_DEL : 0)};
     return 0;
+}
+
+static int recov_push_rec(recov *rv, const br_datafile *f, uint64_t off, const br_rec_hdr *h) {
+    return recov_push(rv, f->id, off, f->map + off + BR_REC_HEADER_SIZE, h->klen, h->vlen,
+                      h->flags & BR_REC_TOMBSTONE);
 }
 
 typedef struct pending_rec {
@@ -305,11 +314,11 @@ static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool
             pend[npend++] = (pending_rec){off, h};
             if (h.flags & BR_REC_COMMIT) {
                 for (size_t i = 0; i < npend && rc == 0; i++)
-                    rc = recov_push(rv, f->id, pend[i].off, &pend[i].h);
+                    rc = recov_push_rec(rv, f, pend[i].off, &pend[i].h);
                 npend = 0;
             }
         } else {
-            rc = recov_push(rv, f->id, off, &h);
+            rc = recov_push_rec(rv, f, off, &h);
         }
         if (rc) {
             free(pend);
@@ -333,10 +342,6 @@ static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool
     free(pend);
     f->size = off;
     return 0;
-}
-
-static const uint8_t *rec_key(const br_engine *e, const rec_ent *r) {
-    return e->files[r->file_id]->map + r->offset + BR_REC_HEADER_SIZE;
 }
 
 /* Stable LSD radix sort of v[0..n) by head, 16 bits a pass; passes whose
@@ -364,14 +369,12 @@ static void radix_sort(rec_ent *v, rec_ent *tmp, size_t n) {
     free(cnt);
 }
 
-static const br_engine *sort_engine; /* for the qsort comparator below */
-
 /* Full order: key bytes, then log order (file, offset). */
 static int rec_cmp(const void *a, const void *b) {
     const rec_ent *x = a, *y = b;
     uint32_t xl = x->klen & ~REC_DEL, yl = y->klen & ~REC_DEL;
     size_t m = xl < yl ? xl : yl;
-    int c = memcmp(rec_key(sort_engine, x), rec_key(sort_engine, y), m);
+    int c = memcmp(x->key, y->key, m);
     if (c)
         return c;
     if (xl != yl)
@@ -392,12 +395,12 @@ static int build_index(br_engine *e, recov *rv) {
         return 0;
     /* Heads start after the prefix all keys share (bounded), so they tell
      * keys apart even when all begin alike ("user:", "0000..."). */
-    const uint8_t *k0 = rec_key(e, &rv->v[0]);
+    const uint8_t *k0 = rv->v[0].key;
     size_t p = rv->v[0].klen & ~REC_DEL;
     if (p > 64)
         p = 64;
     for (size_t i = 1; i < n && p; i++) {
-        const uint8_t *k = rec_key(e, &rv->v[i]);
+        const uint8_t *k = rv->v[i].key;
         size_t l = rv->v[i].klen & ~REC_DEL, j = 0;
         size_t m = l < p ? l : p;
         while (j < m && k[j] == k0[j])
@@ -405,7 +408,7 @@ static int build_index(br_engine *e, recov *rv) {
         p = j;
     }
     for (size_t i = 0; i < n; i++) {
-        const uint8_t *k = rec_key(e, &rv->v[i]);
+        const uint8_t *k = rv->v[i].key;
         size_t l = rv->v[i].klen & ~REC_DEL;
         uint64_t h = 0;
         for (size_t j = p; j < p + 8; j++)
@@ -418,7 +421,6 @@ static int build_index(br_engine *e, recov *rv) {
     radix_sort(rv->v, rv->tmp, n);
     /* Keys with equal heads (longer keys, or a key and its extension with
      * zero bytes) are put in full order here; radix sorting kept log order. */
-    sort_engine = e;
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
         while (j < n && rv->v[j].head == rv->v[i].head)
@@ -445,10 +447,10 @@ static int build_index(br_engine *e, recov *rv) {
                 j++;
         } else {
             if (i + 8 < n)
-                __builtin_prefetch(rec_key(e, &rv->v[i + 8]));
-            k = rec_key(e, &rv->v[i]);
+                __builtin_prefetch(rv->v[i + 8].key);
+            k = rv->v[i].key;
             while (j < n && rv->v[j].head == rv->v[i].head && (rv->v[j].klen & ~REC_DEL) == kl &&
-                   memcmp(rec_key(e, &rv->v[j]), k, kl) == 0)
+                   memcmp(rv->v[j].key, k, kl) == 0)
                 j++;
         }
         for (size_t x = i; x < j; x++) {
@@ -492,7 +494,7 @@ static int list_files(br_engine *e, uint32_t **ids_out, size_t *n_out) {
         int got = sscanf(de->d_name, "%10u.%15s", &id, tail);
         if (got != 2 || strlen(de->d_name) < 15)
             continue;
-        if (strcmp(tail, "data.tmp") == 0) {
+        if (strcmp(tail, "data.tmp") == 0 || strcmp(tail, "hint.tmp") == 0) {
             unlinkat(e->dirfd, de->d_name, 0);
             continue;
         }
@@ -518,6 +520,86 @@ static int list_files(br_engine *e, uint32_t **ids_out, size_t *n_out) {
     return 0;
 }
 
+/* Loads the entries of f's hint file, if it has a valid one. Returns 0,
+ * -ENOENT, BR_ECORRUPT (unusable hint) or BR_ENOMEM. */
+static int load_hint(br_engine *e, recov *rv, br_datafile *f) {
+    br_hint h;
+    int rc = br_hint_open(e->dirfd, f->id, f->size, &h);
+    if (rc)
+        return rc;
+    br_hint *nh = realloc(rv->hints, (rv->nhints + 1) * sizeof *nh);
+    if (!nh) {
+        br_hint_close(&h);
+        return BR_ENOMEM;
+    }
+    rv->hints = nh;
+    rv->hints[rv->nhints++] = h;
+    size_t pos = BR_HINT_HEADER_SIZE;
+    br_hint_entry he;
+    while (br_hint_next(&h, &pos, &he)) {
+        if (he.seq > e->seq)
+            e->seq = he.seq;
+        if ((rc = recov_push(rv, f->id, he.offset, he.key, he.klen, he.vlen, he.tombstone)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- Hint writer ---------------------------------------------------------------- */
+
+/* Queues closed file id for a hint file. Returns 0 or BR_ENOMEM. */
+static int hint_queue_push(br_engine *e, uint32_t id) {
+    pthread_mutex_lock(&e->hmu);
+    int rc = 0;
+    if (e->hq_n == e->hq_cap) {
+        size_t cap = e->hq_cap ? e->hq_cap * 2 : 16;
+        uint32_t *nq = realloc(e->hq, cap * sizeof *nq);
+        if (!nq)
+            rc = BR_ENOMEM;
+        else {
+            e->hq = nq;
+            e->hq_cap = cap;
+        }
+    }
+    if (rc == 0) {
+        e->hq[e->hq_n++] = id;
+        pthread_cond_signal(&e->hcv);
+    }
+    pthread_mutex_unlock(&e->hmu);
+    return rc;
+}
+
+/* Writes the hint file of every closed data file queued, in the background
+ * (rollover queues the file it seals; open queues those without a valid
+ * hint; close waits for the queue). A file whose hint cannot be written is
+ * scanned at the next open. */
+static void *hinter_main(void *arg) {
+    br_engine *e = arg;
+    pthread_mutex_lock(&e->hmu);
+    for (;;) {
+        while (!e->hq_n && !e->hstop)
+            pthread_cond_wait(&e->hcv, &e->hmu);
+        if (!e->hq_n)
+            break; /* stopping, and nothing left to write */
+        uint32_t id = e->hq[0];
+        memmove(e->hq, e->hq + 1, (--e->hq_n) * sizeof *e->hq);
+        pthread_mutex_unlock(&e->hmu);
+        /* Closed files are immutable and stay mapped while the engine is open. */
+        pthread_rwlock_rdlock(&e->lock);
+        br_datafile *f = id < e->files_cap ? e->files[id] : NULL;
+        pthread_rwlock_unlock(&e->lock);
+        int rc = f ? br_hint_write(e->dirfd, f) : 0;
+        if (rc)
+            br_engine_log(e, BR_LOG_WARN, "%010u.data: cannot write its hint file: %s", id,
+                          br_strerror(rc));
+        else if (f)
+            STAT_ADD(n_hints, 1);
+        pthread_mutex_lock(&e->hmu);
+    }
+    pthread_mutex_unlock(&e->hmu);
+    return NULL;
+}
+
 static int recover(br_engine *e, char *err, size_t errlen) {
     uint32_t *ids = NULL;
     size_t n = 0;
@@ -527,6 +609,7 @@ static int recover(br_engine *e, char *err, size_t errlen) {
         return rc;
     }
     recov rv = {0};
+    size_t hinted = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         bool newest = i + 1 == n;
         br_datafile *f;
@@ -543,6 +626,22 @@ static int recover(br_engine *e, char *err, size_t errlen) {
             break;
         }
         uint64_t end = newest ? f->map_len : f->size;
+        if (!newest) {
+            int hr = load_hint(e, &rv, f);
+            if (hr == 0) {
+                hinted++;
+                continue;
+            }
+            if (hr != -ENOENT)
+                br_engine_log(e, BR_LOG_WARN, "%s: hint file unusable (%s): scanning the data file",
+                              name, br_strerror(hr));
+            if (hr != BR_ENOMEM && hint_queue_push(e, f->id) != 0)
+                hr = BR_ENOMEM;
+            if (hr == BR_ENOMEM) {
+                rc = hr;
+                break;
+            }
+        }
         rc = scan_file(e, &rv, f, end, newest, err, errlen);
         if (rc == 0 && newest) {
             /* Zero whatever lies past the data, so that the bytes of a torn
@@ -556,6 +655,12 @@ static int recover(br_engine *e, char *err, size_t errlen) {
         rc = build_index(e, &rv);
     if (rc == BR_ENOMEM)
         set_err(err, errlen, "%s: out of memory while rebuilding the index", e->dir);
+    if (rc == 0 && n > 1)
+        br_engine_log(e, BR_LOG_INFO, "%s: %zu of %zu closed files loaded from hint files", e->dir,
+                      hinted, n - 1);
+    for (size_t i = 0; i < rv.nhints; i++)
+        br_hint_close(&rv.hints[i]);
+    free(rv.hints);
     free(rv.v);
     free(rv.tmp);
     free(ids);
@@ -594,6 +699,8 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     pthread_mutex_init(&e->wmu, NULL);
     pthread_cond_init(&e->drain_cv, NULL);
     pthread_mutex_init(&e->smu, NULL);
+    pthread_mutex_init(&e->hmu, NULL);
+    pthread_cond_init(&e->hcv, NULL);
     pthread_cond_init(&e->scv, NULL);
     int rc = 0;
     e->dir = strdup(dir);
@@ -646,6 +753,11 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     e->wpos = e->active->size;
     e->synced_file = e->active->id;
     e->synced_end = e->active->size;
+    if (pthread_create(&e->hinter, NULL, hinter_main, e) != 0) {
+        rc = BR_ENOMEM;
+        goto fail;
+    }
+    e->hinter_running = true;
     if (e->o.sync == BR_SYNC_INTERVAL) {
         if (pthread_create(&e->syncer, NULL, syncer_main, e) != 0) {
             rc = BR_ENOMEM;
@@ -680,6 +792,15 @@ int br_engine_close(br_engine *e) {
         /* Waits for writers in flight: the sync queues behind them. */
         rc = br_engine_sync(e);
     }
+    if (e->hinter_running) {
+        /* Writes the hints still queued (usually none or one: those of the
+         * files rolled over lately), so the next open reads only hints. */
+        pthread_mutex_lock(&e->hmu);
+        e->hstop = true;
+        pthread_cond_signal(&e->hcv);
+        pthread_mutex_unlock(&e->hmu);
+        pthread_join(e->hinter, NULL);
+    }
     for (uint32_t i = 0; i < e->files_cap; i++)
         br_df_free(e->files[i]);
     free(e->files);
@@ -692,6 +813,9 @@ int br_engine_close(br_engine *e) {
     pthread_mutex_destroy(&e->wmu);
     pthread_cond_destroy(&e->drain_cv);
     pthread_mutex_destroy(&e->smu);
+    pthread_mutex_destroy(&e->hmu);
+    pthread_cond_destroy(&e->hcv);
+    free(e->hq);
     pthread_cond_destroy(&e->scv);
     free(e->dir);
     free(e);
@@ -786,6 +910,8 @@ static int rollover(br_engine *e, size_t need) {
     }
     int src = br_df_seal(old); /* syncs what a lazy policy left unsynced */
     STAT_ADD(n_syncs, 1);
+    if (src == 0 && hint_queue_push(e, old->id) != 0)
+        br_engine_log(e, BR_LOG_WARN, "%010u.data: no memory to queue its hint file", old->id);
     pthread_mutex_lock(&e->wmu);
     e->wpos = BR_FILE_HEADER_SIZE;
     e->synced_file = f->id;
@@ -1136,4 +1262,5 @@ void br_engine_stats_get(br_engine *e, br_engine_stats *st) {
     st->gets = STAT_GET(n_gets);
     st->syncs = STAT_GET(n_syncs);
     st->write_groups = STAT_GET(n_groups);
+    st->hints_written = STAT_GET(n_hints);
 }

@@ -90,6 +90,15 @@ struct br_engine {
     int failed;               /* sticky error after a failed write or sync: the
                                  store then refuses writes */
 
+    /* Hint writer thread and its queue of closed file ids. */
+    pthread_t hinter;
+    bool hinter_running;
+    pthread_mutex_t hmu;
+    pthread_cond_t hcv;
+    uint32_t *hq;
+    size_t hq_n, hq_cap;
+    bool hstop;
+
     /* Interval sync thread. */
     pthread_t syncer;
     bool syncer_running;
@@ -98,7 +107,7 @@ struct br_engine {
     bool stopping;
 
     /* Counters (relaxed atomics). */
-    atomic_uint_fast64_t n_puts, n_dels, n_batches, n_gets, n_syncs, n_groups;
+    atomic_uint_fast64_t n_puts, n_dels, n_batches, n_gets, n_syncs, n_groups, n_hints;
 };
 
 /* Reads the record at loc in f (pinned by the caller) after checking it:

@@ -461,6 +461,40 @@ static void free_ool(br_keydir *kd, uint8_t *blk) {
 
 static void insert_sep(br_keydir *kd, int level, const uint8_t *key, size_t klen, kd_node *child);
 
+/* Whether `it`, going after every key of nd, fits in nd, counting the
+ * prefix nd would have to shorten to (an upper bound: every entry is
+ * assumed to lengthen). */
+static bool append_fits(const kd_node *nd, const kd_item *it) {
+    size_t plen = nd->plen, np = 0;
+    while (np < plen && np < it->klen && it->key[np] == nd->data[np])
+        np++;
+    size_t entries = KD_DATA - nd->heap - nd->dead;
+    size_t total = np + (size_t)KD_SLOT * nd->n + entries + (size_t)nd->n * (plen - np) +
+                   item_size(it, np, pay_size(nd));
+    return total <= KD_DATA;
+}
+
+/* Starts a new rightmost node at `level` holding just `it` (a leaf), or
+ * with it.child as child0 (an internal node: its key goes up), leaving nd
+ * as full as it is. Keys inserted in order thus fill their nodes without
+ * the rewrite a split does. */
+static void append_node(br_keydir *kd, kd_node *nd, int level, const kd_item *it) {
+    kd_node *nn = node_new(kd, nd->leaf);
+    if (nd->leaf) {
+        write_node(nn, it, 0, 1);
+        nn->a = nd;
+        nd->b = nn;
+    } else {
+        memcpy(&nn->a, it->pay, sizeof(kd_node *));
+    }
+    uint8_t *key = xmalloc(it->klen);
+    memcpy(key, it->key, it->klen);
+    if (!nd->leaf)
+        free_ool(kd, it->ool); /* the pushed-up key leaves this level */
+    insert_sep(kd, level + 1, key, it->klen, nn);
+    free(key);
+}
+
 /* Inserts `it` as entry i of nd at `level`, splitting as needed and pushing
  * separators up. */
 static void insert_item(br_keydir *kd, kd_node *nd, int level, int i, int in_prefix, bool rightmost,
@@ -468,6 +502,10 @@ static void insert_item(br_keydir *kd, kd_node *nd, int level, int i, int in_pre
     size_t need = item_size(it, nd->plen, pay_size(nd));
     if (in_prefix && need <= node_free(nd)) {
         place(nd, i, it);
+        return;
+    }
+    if (rightmost && i == nd->n && nd->n > 0 && !append_fits(nd, it)) {
+        append_node(kd, nd, level, it);
         return;
     }
     int cnt = materialize(kd, nd, i);

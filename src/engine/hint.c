@@ -1,0 +1,191 @@
+/* hint.c - writing and reading hint files (format in hint.h). */
+#include "engine/hint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "bitraft/error.h"
+#include "engine/record.h"
+
+void br_hint_name(char *buf, size_t len, uint32_t id) {
+    snprintf(buf, len, "%010u.hint", id);
+}
+
+/* A growing output buffer. */
+typedef struct obuf {
+    uint8_t *p;
+    size_t len, cap;
+} obuf;
+
+static int obuf_reserve(obuf *b, size_t more) {
+    if (b->len + more <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 1 << 16;
+    while (cap < b->len + more)
+        cap *= 2;
+    uint8_t *np = realloc(b->p, cap);
+    if (!np)
+        return BR_ENOMEM;
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len) {
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int br_hint_write(int dirfd, const br_datafile *f) {
+    obuf b = {0};
+    int rc = obuf_reserve(&b, BR_HINT_HEADER_SIZE);
+    if (rc)
+        return rc;
+    b.len = BR_HINT_HEADER_SIZE;
+    uint64_t n = 0;
+    for (uint64_t off = BR_FILE_HEADER_SIZE; off < f->size;) {
+        br_rec_hdr h;
+        if (br_rec_decode(f->map + off, f->size - off, &h) != 0) {
+            free(b.p);
+            return BR_ECORRUPT;
+        }
+        if ((rc = obuf_reserve(&b, BR_HINT_ENTRY_SIZE + h.klen)) != 0) {
+            free(b.p);
+            return rc;
+        }
+        uint8_t *e = b.p + b.len;
+        br_put32(e, h.klen | ((h.flags & BR_REC_TOMBSTONE) ? BR_HINT_TOMBSTONE : 0));
+        br_put32(e + 4, h.vlen);
+        br_put32(e + 8, (uint32_t)off);
+        br_put64(e + 12, h.seq);
+        memcpy(e + BR_HINT_ENTRY_SIZE, f->map + off + BR_REC_HEADER_SIZE, h.klen);
+        b.len += BR_HINT_ENTRY_SIZE + h.klen;
+        off += br_rec_size(h.klen, h.vlen);
+        n++;
+    }
+    uint8_t *hd = b.p;
+    memset(hd, 0, BR_HINT_HEADER_SIZE);
+    memcpy(hd, BR_HINT_MAGIC, 8);
+    br_put32(hd + 8, BR_HINT_VERSION);
+    br_put32(hd + 12, f->id);
+    br_put64(hd + 16, f->size);
+    br_put64(hd + 24, n);
+    br_put32(hd + 32,
+             (uint32_t)XXH3_64bits(b.p + BR_HINT_HEADER_SIZE, b.len - BR_HINT_HEADER_SIZE));
+    br_put32(hd + 36, (uint32_t)XXH3_64bits(hd, 36));
+
+    char name[48], tmp[64];
+    br_hint_name(name, sizeof name, f->id);
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if ((rc = write_all(fd, b.p, b.len)) == 0 && fdatasync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    if (rc == 0 && (renameat(dirfd, tmp, dirfd, name) != 0 || fsync(dirfd) != 0))
+        rc = -errno;
+    if (rc)
+        unlinkat(dirfd, tmp, 0);
+out:
+    free(b.p);
+    return rc;
+}
+
+/* Checks every entry lies inside the data file and the entries fill the
+ * hint exactly. */
+static int check_entries(const br_hint *h, uint64_t data_size) {
+    size_t pos = BR_HINT_HEADER_SIZE;
+    for (uint64_t i = 0; i < h->n; i++) {
+        if (h->len - pos < BR_HINT_ENTRY_SIZE)
+            return BR_ECORRUPT;
+        const uint8_t *e = h->map + pos;
+        uint32_t klen = br_get32(e) & ~BR_HINT_TOMBSTONE, vlen = br_get32(e + 4);
+        uint64_t off = br_get32(e + 8);
+        if (klen == 0 || h->len - pos - BR_HINT_ENTRY_SIZE < klen || off < BR_FILE_HEADER_SIZE ||
+            off + br_rec_size(klen, vlen) > data_size)
+            return BR_ECORRUPT;
+        pos += BR_HINT_ENTRY_SIZE + klen;
+    }
+    return pos == h->len ? 0 : BR_ECORRUPT;
+}
+
+int br_hint_open(int dirfd, uint32_t id, uint64_t data_size, br_hint *h) {
+    memset(h, 0, sizeof *h);
+    char name[48];
+    br_hint_name(name, sizeof name, id);
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if ((uint64_t)st.st_size < BR_HINT_HEADER_SIZE) {
+        close(fd);
+        return BR_ECORRUPT;
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED)
+        return -errno;
+    madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+    h->map = m;
+    h->len = (size_t)st.st_size;
+    const uint8_t *hd = h->map;
+    if (memcmp(hd, BR_HINT_MAGIC, 8) != 0 || br_get32(hd + 36) != (uint32_t)XXH3_64bits(hd, 36) ||
+        br_get32(hd + 8) != BR_HINT_VERSION || br_get32(hd + 12) != id ||
+        br_get64(hd + 16) != data_size ||
+        br_get32(hd + 32) !=
+            (uint32_t)XXH3_64bits(hd + BR_HINT_HEADER_SIZE, h->len - BR_HINT_HEADER_SIZE)) {
+        rc = BR_ECORRUPT;
+    } else {
+        h->n = br_get64(hd + 24);
+        rc = check_entries(h, data_size);
+    }
+    if (rc)
+        br_hint_close(h);
+    return rc;
+}
+
+void br_hint_close(br_hint *h) {
+    if (h->map)
+        munmap((void *)h->map, h->len);
+    memset(h, 0, sizeof *h);
+}
+
+int br_hint_next(const br_hint *h, size_t *pos, br_hint_entry *e) {
+    if (*pos >= h->len)
+        return 0;
+    const uint8_t *p = h->map + *pos;
+    uint32_t k = br_get32(p);
+    e->klen = k & ~BR_HINT_TOMBSTONE;
+    e->tombstone = (k & BR_HINT_TOMBSTONE) != 0;
+    e->vlen = br_get32(p + 4);
+    e->offset = br_get32(p + 8);
+    e->seq = br_get64(p + 12);
+    e->key = p + BR_HINT_ENTRY_SIZE;
+    *pos += BR_HINT_ENTRY_SIZE + e->klen;
+    return 1;
+}
