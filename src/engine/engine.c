@@ -344,17 +344,20 @@ static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool
     return 0;
 }
 
-/* Stable LSD radix sort of v[0..n) by head, 16 bits a pass; passes whose
- * digit is the same for every record are skipped. */
-static void radix_sort(rec_ent *v, rec_ent *tmp, size_t n) {
+/* Stable LSD radix sort of (*v)[0..n) by head, 16 bits a pass, passing
+ * the records back and forth between *v and *tmp (which may swap); passes
+ * whose digit is the same for every record are skipped. Returns 0 or
+ * BR_ENOMEM (nothing sorted). */
+static int radix_sort(rec_ent **v, rec_ent **tmp, size_t n) {
     size_t *cnt = malloc(65536 * sizeof *cnt);
     if (!cnt)
-        abort();
+        return BR_ENOMEM;
     for (int shift = 0; shift < 64; shift += 16) {
+        rec_ent *src = *v, *dst = *tmp;
         memset(cnt, 0, 65536 * sizeof *cnt);
         for (size_t i = 0; i < n; i++)
-            cnt[(v[i].head >> shift) & 0xffff]++;
-        if (cnt[(v[0].head >> shift) & 0xffff] == n)
+            cnt[(src[i].head >> shift) & 0xffff]++;
+        if (cnt[(src[0].head >> shift) & 0xffff] == n)
             continue;
         size_t sum = 0;
         for (size_t d = 0; d < 65536; d++) {
@@ -363,10 +366,12 @@ static void radix_sort(rec_ent *v, rec_ent *tmp, size_t n) {
             sum += c;
         }
         for (size_t i = 0; i < n; i++)
-            tmp[cnt[(v[i].head >> shift) & 0xffff]++] = v[i];
-        memcpy(v, tmp, n * sizeof *v);
+            dst[cnt[(src[i].head >> shift) & 0xffff]++] = src[i];
+        *v = dst;
+        *tmp = src;
     }
     free(cnt);
+    return 0;
 }
 
 /* Full order: key bytes, then log order (file, offset). */
@@ -418,7 +423,8 @@ static int build_index(br_engine *e, recov *rv) {
     rv->tmp = malloc(n * sizeof *rv->tmp);
     if (!rv->tmp)
         return BR_ENOMEM;
-    radix_sort(rv->v, rv->tmp, n);
+    if (radix_sort(&rv->v, &rv->tmp, n) != 0)
+        return BR_ENOMEM;
     /* Keys with equal heads (longer keys, or a key and its extension with
      * zero bytes) are put in full order here; radix sorting kept log order. */
     for (size_t i = 0; i < n;) {

@@ -70,6 +70,8 @@ typedef struct kd_item {
 
 struct br_keydir {
     kd_node *root;
+    kd_node *tail; /* a leaf at or before the rightmost one, or NULL: lets
+                      keys arriving in order skip the descent */
     int height;
     size_t count;
     size_t mem;
@@ -281,6 +283,8 @@ static kd_node *node_new(br_keydir *kd, int leaf) {
 }
 
 static void node_free_mem(br_keydir *kd, kd_node *nd) {
+    if (kd->tail == nd)
+        kd->tail = NULL;
     kd->mem -= sizeof *nd;
     free(nd);
 }
@@ -657,8 +661,41 @@ int br_kd_get(const br_keydir *kd, const void *key, size_t klen, br_loc *loc) {
     return 1;
 }
 
+/* Compares key with the last key of non-empty leaf nd; *in_prefix says
+ * whether key starts with nd's prefix. */
+static int cmp_last(const kd_node *nd, const uint8_t *key, size_t klen, int *in_prefix) {
+    size_t m = klen < nd->plen ? klen : nd->plen;
+    int c = m ? memcmp(key, nd->data, m) : 0;
+    *in_prefix = c == 0 && klen >= nd->plen;
+    if (!*in_prefix)
+        return c ? c : -1;
+    const uint8_t *s;
+    size_t sl;
+    suffix(nd, nd->n - 1, &s, &sl);
+    return cmp_bytes(key + nd->plen, klen - nd->plen, s, sl);
+}
+
 int br_kd_put(br_keydir *kd, const void *key, size_t klen, br_loc loc, br_loc *old) {
+    /* Past the last key (a bulk load, a counter): straight to the rightmost
+     * leaf. tail may lag behind it after splits; follow the links. */
+    kd_node *t = kd->tail;
+    if (t) {
+        while (t->b)
+            t = t->b;
+        kd->tail = t;
+        int inp;
+        if (t->n > 0 && cmp_last(t, key, klen, &inp) > 0) {
+            kd_item it;
+            make_item(kd, &it, key, klen, &loc, sizeof loc);
+            insert_item(kd, t, 0, t->n, inp, true, &it);
+            kd->count++;
+            kd->key_bytes += klen;
+            return 0;
+        }
+    }
     kd_node *nd = descend(kd, key, klen, 0);
+    if (!nd->b)
+        kd->tail = nd;
     int eq, inp;
     int i = lower_bound(nd, key, klen, &eq, &inp);
     if (eq) {
