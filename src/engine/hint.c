@@ -53,6 +53,13 @@ static int write_all(int fd, const uint8_t *p, size_t len) {
 }
 
 int br_hint_write(int dirfd, const br_datafile *f) {
+    /* The hint names the data file's size on disk, which open compares: a
+     * file a crash left untruncated keeps zeros after its data. */
+    char dname[48];
+    br_df_name(dname, sizeof dname, f->id);
+    struct stat dst;
+    if (fstatat(dirfd, dname, &dst, 0) != 0)
+        return -errno;
     obuf b = {0};
     int rc = obuf_reserve(&b, BR_HINT_HEADER_SIZE);
     if (rc)
@@ -84,7 +91,7 @@ int br_hint_write(int dirfd, const br_datafile *f) {
     memcpy(hd, BR_HINT_MAGIC, 8);
     br_put32(hd + 8, BR_HINT_VERSION);
     br_put32(hd + 12, f->id);
-    br_put64(hd + 16, f->size);
+    br_put64(hd + 16, (uint64_t)dst.st_size);
     br_put64(hd + 24, n);
     br_put32(hd + 32,
              (uint32_t)XXH3_64bits(b.p + BR_HINT_HEADER_SIZE, b.len - BR_HINT_HEADER_SIZE));

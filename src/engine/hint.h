@@ -10,7 +10,7 @@
  *   |      0 | magic "BRHINT\r\n" (8 bytes)                            |
  *   |      8 | u32 format version (1)                                  |
  *   |     12 | u32 data file id                                        |
- *   |     16 | u64 size of the data file it describes                  |
+ *   |     16 | u64 size on disk of the data file it describes          |
  *   |     24 | u64 number of entries                                   |
  *   |     32 | u32 checksum: low 32 bits of XXH3-64 of the entries     |
  *   |     36 | u32 checksum: low 32 bits of XXH3-64 of bytes 0..35     |

@@ -237,3 +237,30 @@ Test(hint, leftover_tmp_is_removed) {
     tu_rmrf(dir);
     free(dir);
 }
+
+Test(hint, untruncated_closed_file_gets_a_hint_that_sticks) {
+    /* A crash between sealing a file and truncating it leaves zeros after
+     * its data. The hint written for it must match it as it is, so that
+     * later opens use the hint instead of scanning every time. */
+    char *dir = tu_tmpdir("hint");
+    fill(dir);
+    char *d1 = tu_path(dir, "0000000001.data");
+    struct stat st;
+    cr_assert_eq(stat(d1, &st), 0);
+    cr_assert_eq(truncate(d1, st.st_size + 8192), 0);
+    logs l0 = {0}, l1 = {0}, l2 = {0};
+    br_engine_stats s0, s1, s2;
+    dump first = snapshot(dir, &l0, &s0);
+    cr_assert(l0.warnings > 0, "the stale hint is reported");
+    dump second = snapshot(dir, &l1, &s1);
+    cr_assert_eq(l1.warnings, 0, "the new hint is used: %s", l1.last);
+    expect_same(&first, &s0, &second, &s1, "untruncated file");
+    dump third = snapshot(dir, &l2, &s2);
+    cr_assert_eq(l2.warnings, 0);
+    free(first.s);
+    free(second.s);
+    free(third.s);
+    free(d1);
+    tu_rmrf(dir);
+    free(dir);
+}
