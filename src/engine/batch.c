@@ -89,7 +89,7 @@ int br_engine_write(br_engine *e, const br_batch *b) {
         bytes += br_rec_size(bo->klen, bo->del ? 0 : bo->vlen);
     }
     /* A batch is written into one file in one piece; offsets are 32 bits. */
-    if (rc == 0 && bytes > (1536u << 20))
+    if (rc == 0 && bytes > BR_MAX_WRITE_BYTES)
         rc = BR_ETOOBIG;
     if (rc == 0)
         rc = br_engine_submit(e, ops, b->n, true, false, NULL);

@@ -123,6 +123,26 @@ int br_engine_check_op(const br_engine *e, const br_op *op);
 int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bool force_sync,
                      bool *existed);
 
+/* Largest batch, in bytes of records (written into one file in one piece). */
+#define BR_MAX_WRITE_BYTES (1536u << 20)
+
+#define STAT_ADD(field, v) atomic_fetch_add_explicit(&e->field, (v), memory_order_relaxed)
+
+/* Rebuilds the index from the directory's files (recover.c). On error a
+ * reason naming file and offset is in err. */
+int br_engine_recover(br_engine *e, char *err, size_t errlen);
+
+/* Adds f to the file table (caller holds the exclusive lock or is opening).
+ * Returns 0 or BR_ENOMEM. */
+int br_engine_add_file(br_engine *e, br_datafile *f);
+
+/* Queues closed file id for the hint writer. Returns 0 or BR_ENOMEM. */
+int br_engine_queue_hint(br_engine *e, uint32_t id);
+
+/* Writes a one-line reason into err[0..errlen) when err is not NULL. */
+void br_engine_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Logs through the engine's sink, if any (printf-style). */
 void br_engine_log(const br_engine *e, br_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

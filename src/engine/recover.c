@@ -1,0 +1,499 @@
+/*
+ * recover.c - rebuilding the index when a store opens (the rules are in
+ * docs/FORMAT.md, "Recovery").
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/hint.h"
+#include "engine/internal.h"
+
+/* ---- Recovery ----------------------------------------------------------------- */
+
+/*
+ * Recovery reads every record of every file first, then builds the index in
+ * one pass over the records sorted by key: inserting keys in order appends
+ * to the rightmost leaf (hot in cache, nodes filled whole), where inserting
+ * them in log order would be a cache miss per record.
+ */
+typedef struct rec_ent {
+    uint64_t head;      /* key bytes [prefix, prefix + 8), big-endian: the sort key */
+    const uint8_t *key; /* in the data file's map, or the hint's */
+    uint32_t file_id;
+    uint32_t offset;
+    uint32_t vlen;
+    uint32_t klen; /* top bit: tombstone */
+} rec_ent;
+
+#define REC_DEL 0x80000000u
+
+typedef struct recov {
+    rec_ent *v, *tmp;
+    size_t n, cap;
+    br_hint *hints; /* hints loaded: their maps hold keys until the build */
+    size_t nhints;
+} recov;
+
+static int recov_push(recov *rv, uint32_t file_id, uint64_t off, const uint8_t *key, uint32_t klen,
+                      uint32_t vlen, bool del) {
+    if (rv->n == rv->cap) {
+        size_t cap = rv->cap ? rv->cap * 2 : 4096;
+        rec_ent *nv = realloc(rv->v, cap * sizeof *nv);
+        if (!nv)
+            return BR_ENOMEM;
+        rv->v = nv;
+        rv->cap = cap;
+    }
+    rv->v[rv->n++] = (rec_ent){0, key, file_id, (uint32_t)off, vlen, klen | (del ? REC_DEL : 0)};
+    return 0;
+}
+
+static int recov_push_rec(recov *rv, const br_datafile *f, uint64_t off, const br_rec_hdr *h) {
+    return recov_push(rv, f->id, off, f->map + off + BR_REC_HEADER_SIZE, h->klen, h->vlen,
+                      h->flags & BR_REC_TOMBSTONE);
+}
+
+typedef struct pending_rec {
+    uint64_t off;
+    br_rec_hdr h;
+} pending_rec;
+
+static bool is_zero(const uint8_t *p, size_t n) {
+    static const uint8_t zero[4096];
+    while (n) {
+        size_t m = n < sizeof zero ? n : sizeof zero;
+        if (memcmp(p, zero, m) != 0)
+            return false;
+        p += m;
+        n -= m;
+    }
+    return true;
+}
+
+/* Offset of the first valid record at or after from, or 0 if none. */
+static uint64_t find_valid_after(const br_datafile *f, uint64_t from, uint64_t end) {
+    for (uint64_t off = from; off + BR_REC_HEADER_SIZE <= end; off++) {
+        br_rec_hdr h;
+        if (br_get32(f->map + off + 4) == 0) /* key length 0: cheap reject */
+            continue;
+        if (br_rec_decode(f->map + off, end - off, &h) == 0)
+            return off;
+    }
+    return 0;
+}
+
+/*
+ * In the newest file: whether the records after a bad one at `off` are the
+ * store's own, i.e. the damage is in the middle of the data and not a torn
+ * write at its end. That is so when, from some offset after off, valid
+ * records chain to the end of the data and the first of them carries the
+ * next sequence number or the one after it (the bad record used one, unless
+ * it was in a batch, whose records share theirs). Requiring the chain and
+ * the numbers keeps a value that merely holds record-like bytes (values are
+ * arbitrary) from passing for one.
+ */
+static bool valid_records_follow(const br_datafile *f, uint64_t off, uint64_t end,
+                                 uint64_t last_seq) {
+    for (uint64_t q = off + 1; (q = find_valid_after(f, q, end)) != 0; q++) {
+        br_rec_hdr h;
+        br_rec_decode(f->map + q, end - q, &h);
+        if (h.seq < last_seq || h.seq > last_seq + 2)
+            continue;
+        uint64_t at = q;
+        int d = 0;
+        while (at < end && (d = br_rec_decode(f->map + at, end - at, &h)) == 0)
+            at += br_rec_size(h.klen, h.vlen);
+        if (at >= end || d == 1)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Scans file f (data up to `end`), applying its records to the index.
+ * newest: f is the newest file; a bad record with nothing valid after it is
+ * a torn tail and is cut off. On return f->size is the end of the valid
+ * data. Returns 0 or BR_ECORRUPT (message in err).
+ */
+static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool newest, char *err,
+                     size_t errlen) {
+    char name[48];
+    br_df_name(name, sizeof name, f->id);
+    int rc = br_file_header_check(f->map, end, f->id);
+    if (rc) {
+        br_engine_seterr(err, errlen, "%s: bad file header (%s)", name, br_strerror(rc));
+        return rc;
+    }
+    pending_rec *pend = NULL;
+    size_t npend = 0, pcap = 0;
+    uint64_t off = BR_FILE_HEADER_SIZE;
+    uint64_t last_seq = e->seq; /* of the last whole write before off */
+    while (off < end) {
+        br_rec_hdr h;
+        int d = br_rec_decode(f->map + off, end - off, &h);
+        /* End of data. Records are written in order, so nothing follows a
+         * zero header in the newest file (recover() zeroes the rest for
+         * good measure); a closed file must be zero to its end. */
+        if (d == 1 && (newest || is_zero(f->map + off, end - off)))
+            break;
+        if (d == 0 && npend && (!(h.flags & BR_REC_IN_BATCH) || h.seq != pend[0].h.seq))
+            d = BR_ECORRUPT; /* a batch must be contiguous and end with its commit */
+        if (d != 0) {
+            /* A bad record (or a batch with no commit before it). */
+            uint64_t bad = npend ? pend[0].off : off;
+            /* A torn write at the end of the newest file is cut off;
+             * damage with the store's records after it is corruption. */
+            bool follow = newest ? valid_records_follow(f, off, end, last_seq)
+                                 : find_valid_after(f, off + 1, end) != 0;
+            uint64_t next = follow ? find_valid_after(f, off + 1, end) : 0;
+            if (newest && (!follow || e->o.repair)) {
+                br_engine_log(e, BR_LOG_WARN,
+                              "%s: torn tail at offset %llu cut off (%llu bytes dropped%s)", name,
+                              (unsigned long long)bad, (unsigned long long)(end - bad),
+                              follow ? ", repair: valid records after it were dropped too" : "");
+                off = bad;
+                npend = 0;
+                break;
+            }
+            if (!e->o.repair) {
+                br_engine_seterr(
+                    err, errlen, "%s: corrupt record at offset %llu%s; open with repair to %s",
+                    name, (unsigned long long)bad, newest ? " followed by valid records" : "",
+                    newest ? "cut the file there" : "skip the damaged bytes");
+                free(pend);
+                return BR_ECORRUPT;
+            }
+            uint64_t resume = next ? next : end;
+            br_engine_log(e, BR_LOG_WARN, "%s: repair skipped corrupt bytes [%llu, %llu)", name,
+                          (unsigned long long)bad, (unsigned long long)resume);
+            npend = 0;
+            if (!next)
+                break;
+            off = next;
+            continue;
+        }
+        uint64_t size = br_rec_size(h.klen, h.vlen);
+        if (h.seq > e->seq)
+            e->seq = h.seq;
+        if (!(h.flags & BR_REC_IN_BATCH) || (h.flags & BR_REC_COMMIT))
+            last_seq = h.seq;
+        if (h.flags & BR_REC_IN_BATCH) {
+            if (npend == pcap) {
+                pcap = pcap ? pcap * 2 : 64;
+                pending_rec *np = realloc(pend, pcap * sizeof *np);
+                if (!np) {
+                    free(pend);
+                    return BR_ENOMEM;
+                }
+                pend = np;
+            }
+            pend[npend++] = (pending_rec){off, h};
+            if (h.flags & BR_REC_COMMIT) {
+                for (size_t i = 0; i < npend && rc == 0; i++)
+                    rc = recov_push_rec(rv, f, pend[i].off, &pend[i].h);
+                npend = 0;
+            }
+        } else {
+            rc = recov_push_rec(rv, f, off, &h);
+        }
+        if (rc) {
+            free(pend);
+            return rc;
+        }
+        off += size;
+    }
+    if (npend) {
+        /* A batch whose commit never made it: at the end of the data of the
+         * newest file that is a torn write; anywhere else, damage. */
+        if (!newest && !e->o.repair) {
+            br_engine_seterr(err, errlen, "%s: batch at offset %llu has no commit record", name,
+                             (unsigned long long)pend[0].off);
+            free(pend);
+            return BR_ECORRUPT;
+        }
+        br_engine_log(e, BR_LOG_WARN, "%s: incomplete batch at offset %llu rolled back", name,
+                      (unsigned long long)pend[0].off);
+        off = pend[0].off;
+    }
+    free(pend);
+    f->size = off;
+    return 0;
+}
+
+/* Stable LSD radix sort of (*v)[0..n) by head, 16 bits a pass, passing
+ * the records back and forth between *v and *tmp (which may swap); passes
+ * whose digit is the same for every record are skipped. Returns 0 or
+ * BR_ENOMEM (nothing sorted). */
+static int radix_sort(rec_ent **v, rec_ent **tmp, size_t n) {
+    size_t *cnt = malloc(65536 * sizeof *cnt);
+    if (!cnt)
+        return BR_ENOMEM;
+    for (int shift = 0; shift < 64; shift += 16) {
+        rec_ent *src = *v, *dst = *tmp;
+        memset(cnt, 0, 65536 * sizeof *cnt);
+        for (size_t i = 0; i < n; i++)
+            cnt[(src[i].head >> shift) & 0xffff]++;
+        if (cnt[(src[0].head >> shift) & 0xffff] == n)
+            continue;
+        size_t sum = 0;
+        for (size_t d = 0; d < 65536; d++) {
+            size_t c = cnt[d];
+            cnt[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[cnt[(src[i].head >> shift) & 0xffff]++] = src[i];
+        *v = dst;
+        *tmp = src;
+    }
+    free(cnt);
+    return 0;
+}
+
+/* Full order: key bytes, then log order (file, offset). */
+static int rec_cmp(const void *a, const void *b) {
+    const rec_ent *x = a, *y = b;
+    uint32_t xl = x->klen & ~REC_DEL, yl = y->klen & ~REC_DEL;
+    size_t m = xl < yl ? xl : yl;
+    int c = memcmp(x->key, y->key, m);
+    if (c)
+        return c;
+    if (xl != yl)
+        return xl < yl ? -1 : 1;
+    if (x->file_id != y->file_id)
+        return x->file_id < y->file_id ? -1 : 1;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/*
+ * Sorts the records by key (log order among equal keys) and builds the index:
+ * of each key's records the newest decides, a tombstone meaning absent.
+ * Sets every file's live and dead byte counts.
+ */
+static int build_index(br_engine *e, recov *rv) {
+    size_t n = rv->n;
+    if (n == 0)
+        return 0;
+    /* Heads start after the prefix all keys share (bounded), so they tell
+     * keys apart even when all begin alike ("user:", "0000..."). */
+    const uint8_t *k0 = rv->v[0].key;
+    size_t p = rv->v[0].klen & ~REC_DEL;
+    if (p > 64)
+        p = 64;
+    for (size_t i = 1; i < n && p; i++) {
+        const uint8_t *k = rv->v[i].key;
+        size_t l = rv->v[i].klen & ~REC_DEL, j = 0;
+        size_t m = l < p ? l : p;
+        while (j < m && k[j] == k0[j])
+            j++;
+        p = j;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *k = rv->v[i].key;
+        size_t l = rv->v[i].klen & ~REC_DEL;
+        uint64_t h = 0;
+        for (size_t j = p; j < p + 8; j++)
+            h = (h << 8) | (j < l ? k[j] : 0);
+        rv->v[i].head = h;
+    }
+    rv->tmp = malloc(n * sizeof *rv->tmp);
+    if (!rv->tmp)
+        return BR_ENOMEM;
+    if (radix_sort(&rv->v, &rv->tmp, n) != 0)
+        return BR_ENOMEM;
+    /* Keys with equal heads (longer keys, or a key and its extension with
+     * zero bytes) are put in full order here; radix sorting kept log order. */
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && rv->v[j].head == rv->v[i].head)
+            j++;
+        if (j - i > 1)
+            qsort(rv->v + i, j - i, sizeof *rv->v, rec_cmp);
+        i = j;
+    }
+    /* A key no longer than prefix + 8 bytes is the shared prefix plus its
+     * head: rebuilt here without touching the file, whose records are in
+     * log order, not key order (a cache miss per record otherwise). */
+    uint8_t kbuf[64 + 8];
+    memcpy(kbuf, k0, p);
+    for (size_t i = 0; i < n;) {
+        /* [i, j): the records of one key, oldest first. */
+        size_t j = i + 1;
+        uint32_t kl = rv->v[i].klen & ~REC_DEL;
+        const uint8_t *k;
+        if (kl <= p + 8) {
+            for (size_t b = 0; b < kl - p; b++)
+                kbuf[p + b] = (uint8_t)(rv->v[i].head >> (56 - 8 * b));
+            k = kbuf;
+            while (j < n && rv->v[j].head == rv->v[i].head && (rv->v[j].klen & ~REC_DEL) == kl)
+                j++;
+        } else {
+            if (i + 8 < n)
+                __builtin_prefetch(rv->v[i + 8].key);
+            k = rv->v[i].key;
+            while (j < n && rv->v[j].head == rv->v[i].head && (rv->v[j].klen & ~REC_DEL) == kl &&
+                   memcmp(rv->v[j].key, k, kl) == 0)
+                j++;
+        }
+        for (size_t x = i; x < j; x++) {
+            const rec_ent *r = &rv->v[x];
+            br_datafile *f = e->files[r->file_id];
+            uint64_t size = br_rec_size(kl, r->vlen);
+            if (x + 1 == j && !(r->klen & REC_DEL)) {
+                f->live += size;
+                br_kd_put(e->kd, k, kl, (br_loc){r->file_id, r->offset, r->vlen}, NULL);
+            } else {
+                f->dead += size;
+            }
+        }
+        i = j;
+    }
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Lists the ids of the data files in the directory (sorted) and removes
+ * leftovers of interrupted file creation. */
+static int list_files(br_engine *e, uint32_t **ids_out, size_t *n_out) {
+    int fd = dup(e->dirfd);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    uint32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        unsigned id;
+        char tail[16];
+        int got = sscanf(de->d_name, "%10u.%15s", &id, tail);
+        if (got != 2 || strlen(de->d_name) < 15)
+            continue;
+        if (strcmp(tail, "data.tmp") == 0 || strcmp(tail, "hint.tmp") == 0) {
+            unlinkat(e->dirfd, de->d_name, 0);
+            continue;
+        }
+        if (strcmp(tail, "data") != 0 || strlen(de->d_name) != 15 || id == 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint32_t *ni = realloc(ids, cap * sizeof *ni);
+            if (!ni) {
+                free(ids);
+                closedir(d);
+                return BR_ENOMEM;
+            }
+            ids = ni;
+        }
+        ids[n++] = id;
+    }
+    closedir(d);
+    if (n)
+        qsort(ids, n, sizeof *ids, cmp_u32);
+    *ids_out = ids;
+    *n_out = n;
+    return 0;
+}
+
+/* Loads the entries of f's hint file, if it has a valid one. Returns 0,
+ * -ENOENT, BR_ECORRUPT (unusable hint) or BR_ENOMEM. */
+static int load_hint(br_engine *e, recov *rv, br_datafile *f) {
+    br_hint h;
+    int rc = br_hint_open(e->dirfd, f->id, f->size, &h);
+    if (rc)
+        return rc;
+    br_hint *nh = realloc(rv->hints, (rv->nhints + 1) * sizeof *nh);
+    if (!nh) {
+        br_hint_close(&h);
+        return BR_ENOMEM;
+    }
+    rv->hints = nh;
+    rv->hints[rv->nhints++] = h;
+    size_t pos = BR_HINT_HEADER_SIZE;
+    br_hint_entry he;
+    while (br_hint_next(&h, &pos, &he)) {
+        if (he.seq > e->seq)
+            e->seq = he.seq;
+        if ((rc = recov_push(rv, f->id, he.offset, he.key, he.klen, he.vlen, he.tombstone)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int br_engine_recover(br_engine *e, char *err, size_t errlen) {
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    int rc = list_files(e, &ids, &n);
+    if (rc) {
+        br_engine_seterr(err, errlen, "%s: cannot list directory: %s", e->dir, br_strerror(rc));
+        return rc;
+    }
+    recov rv = {0};
+    size_t hinted = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        bool newest = i + 1 == n;
+        br_datafile *f;
+        char name[48];
+        br_df_name(name, sizeof name, ids[i]);
+        /* The newest file becomes the active one: map it writable, at the cap. */
+        rc = br_df_open(e->dirfd, ids[i], newest ? e->o.max_file_size : 0, &f);
+        if (rc) {
+            br_engine_seterr(err, errlen, "%s/%s: cannot open: %s", e->dir, name, br_strerror(rc));
+            break;
+        }
+        if ((rc = br_engine_add_file(e, f)) != 0) {
+            br_df_free(f);
+            break;
+        }
+        uint64_t end = newest ? f->map_len : f->size;
+        if (!newest) {
+            int hr = load_hint(e, &rv, f);
+            if (hr == 0) {
+                hinted++;
+                continue;
+            }
+            if (hr != -ENOENT)
+                br_engine_log(e, BR_LOG_WARN, "%s: hint file unusable (%s): scanning the data file",
+                              name, br_strerror(hr));
+            if (hr != BR_ENOMEM && br_engine_queue_hint(e, f->id) != 0)
+                hr = BR_ENOMEM;
+            if (hr == BR_ENOMEM) {
+                rc = hr;
+                break;
+            }
+        }
+        rc = scan_file(e, &rv, f, end, newest, err, errlen);
+        if (rc == 0 && newest) {
+            /* Zero whatever lies past the data, so that the bytes of a torn
+             * record, or of records a crash of the machine wrote out of
+             * order, can never be read as part of a later one. */
+            rc = br_df_zero_tail(f);
+            e->active = f;
+        }
+    }
+    if (rc == 0)
+        rc = build_index(e, &rv);
+    if (rc == BR_ENOMEM)
+        br_engine_seterr(err, errlen, "%s: out of memory while rebuilding the index", e->dir);
+    if (rc == 0 && n > 1)
+        br_engine_log(e, BR_LOG_INFO, "%s: %zu of %zu closed files loaded from hint files", e->dir,
+                      hinted, n - 1);
+    for (size_t i = 0; i < rv.nhints; i++)
+        br_hint_close(&rv.hints[i]);
+    free(rv.hints);
+    free(rv.v);
+    free(rv.tmp);
+    free(ids);
+    return rc;
+}
