@@ -83,6 +83,13 @@ typedef struct br_engine_options {
                                   records inside closed files, logging every byte range
                                   dropped. Zero (default): such damage fails the open
                                   with BR_ECORRUPT. */
+    int read_only;             /* nonzero: open for reading only (offline tools): a shared
+                                  lock (BR_ELOCKED while a writer has the store), nothing on
+                                  disk is changed (a torn tail is only reported), writes
+                                  return BR_EREADONLY */
+    int verify;                /* nonzero: read every record of every file at open, and
+                                  compare each hint file with its data file; every problem
+                                  is logged at BR_LOG_ERROR (see br_engine_stats.problems) */
     br_log_fn log;             /* optional; the engine never prints */
     void *log_ctx;
 } br_engine_options;
@@ -203,6 +210,7 @@ typedef struct br_engine_stats {
     uint64_t syncs;         /* fdatasync calls on data files */
     uint64_t write_groups;  /* group commits (one write + at most one sync each) */
     uint64_t hints_written; /* hint files written since open */
+    uint64_t problems;      /* damage found at open (torn tails, bad records or hints) */
 } br_engine_stats;
 
 void br_engine_stats_get(br_engine *e, br_engine_stats *st);

@@ -29,7 +29,8 @@ extern "C" {
     X(CLOSED, "store is closing")                                                                  \
     X(NOMEM, "out of memory")                                                                      \
     X(PROTOCOL, "protocol error")                                                                  \
-    X(NOTLEADER, "not the leader")
+    X(NOTLEADER, "not the leader")                                                                 \
+    X(READONLY, "store is open read-only")
 
 #define BR_OK 0
 

@@ -223,6 +223,8 @@ static void apply_groups(br_engine *e) {
 
 int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bool force_sync,
                      bool *existed) {
+    if (e->o.read_only)
+        return BR_EREADONLY;
     br_writer w = {.ops = ops, .nops = nops, .batch = batch, .force_sync = force_sync};
     /* The group this writer may lead: it must live until the writer is
      * done, since the thread that applies it may be another one. */

@@ -182,7 +182,7 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
         rc = BR_ENOMEM;
         goto fail;
     }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    if (!e->o.read_only && mkdir(dir, 0755) != 0 && errno != EEXIST) {
         rc = -errno;
         br_engine_seterr(err, errlen, "%s: cannot create: %s", dir, br_strerror(rc));
         goto fail;
@@ -193,13 +193,16 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
         br_engine_seterr(err, errlen, "%s: cannot open: %s", dir, br_strerror(rc));
         goto fail;
     }
-    e->lockfd = openat(e->dirfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    /* A writer holds LOCK exclusively; read-only openers share it. */
+    e->lockfd = e->o.read_only ? openat(e->dirfd, "LOCK", O_RDONLY | O_CLOEXEC)
+                               : openat(e->dirfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (e->lockfd < 0) {
         rc = -errno;
-        br_engine_seterr(err, errlen, "%s/LOCK: %s", dir, br_strerror(rc));
+        br_engine_seterr(err, errlen, "%s/LOCK: %s%s", dir, br_strerror(rc),
+                         rc == -ENOENT ? " (not a bitraft data directory)" : "");
         goto fail;
     }
-    if (flock(e->lockfd, LOCK_EX | LOCK_NB) != 0) {
+    if (flock(e->lockfd, (e->o.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         rc = errno == EWOULDBLOCK ? BR_ELOCKED : -errno;
         br_engine_seterr(err, errlen, "%s: %s", dir,
                          rc == BR_ELOCKED ? "data directory is in use by another bitraft process"
@@ -208,6 +211,12 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     }
     if ((rc = br_engine_recover(e, err, errlen)) != 0)
         goto fail;
+    if (e->o.read_only) {
+        br_engine_log(e, BR_LOG_INFO, "%s: opened read-only, %zu keys in %u files", dir,
+                      br_kd_count(e->kd), e->nfiles);
+        *out = e;
+        return 0;
+    }
     if (!e->active) {
         br_datafile *f;
         if ((rc = br_df_create(e->dirfd, 1, e->o.max_file_size, &f)) != 0) {
@@ -262,7 +271,7 @@ int br_engine_close(br_engine *e) {
         pthread_mutex_unlock(&e->smu);
         pthread_join(e->syncer, NULL);
     }
-    if (e->active) {
+    if (e->active && !e->o.read_only) {
         /* Waits for writers in flight: the sync queues behind them. */
         rc = br_engine_sync(e);
     }
@@ -428,4 +437,5 @@ void br_engine_stats_get(br_engine *e, br_engine_stats *st) {
     st->syncs = STAT_GET(n_syncs);
     st->write_groups = STAT_GET(n_groups);
     st->hints_written = STAT_GET(n_hints);
+    st->problems = e->problems; /* set during open only */
 }

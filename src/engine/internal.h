@@ -87,6 +87,7 @@ struct br_engine {
     uint32_t synced_file;     /* the log is durable up to (synced_file, */
     uint64_t synced_end;      /*  synced_end) */
     uint64_t seq;             /* last sequence number used */
+    uint64_t problems;        /* damage found by open (logged; see verify) */
     int failed;               /* sticky error after a failed write or sync: the
                                  store then refuses writes */
 

@@ -151,10 +151,12 @@ static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool
                                  : find_valid_after(f, off + 1, end) != 0;
             uint64_t next = follow ? find_valid_after(f, off + 1, end) : 0;
             if (newest && (!follow || e->o.repair)) {
-                br_engine_log(e, BR_LOG_WARN,
-                              "%s: torn tail at offset %llu cut off (%llu bytes dropped%s)", name,
-                              (unsigned long long)bad, (unsigned long long)(end - bad),
-                              follow ? ", repair: valid records after it were dropped too" : "");
+                e->problems++;
+                br_engine_log(e, BR_LOG_WARN, "%s: torn tail at offset %llu %s (%llu bytes%s)",
+                              name, (unsigned long long)bad,
+                              e->o.read_only ? "ignored (read-only: left on disk)" : "cut off",
+                              (unsigned long long)(end - bad),
+                              follow ? ", repair: valid records after it dropped too" : "");
                 off = bad;
                 npend = 0;
                 break;
@@ -168,6 +170,7 @@ static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool
                 return BR_ECORRUPT;
             }
             uint64_t resume = next ? next : end;
+            e->problems++;
             br_engine_log(e, BR_LOG_WARN, "%s: repair skipped corrupt bytes [%llu, %llu)", name,
                           (unsigned long long)bad, (unsigned long long)resume);
             npend = 0;
@@ -215,6 +218,7 @@ static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool
             free(pend);
             return BR_ECORRUPT;
         }
+        e->problems++;
         br_engine_log(e, BR_LOG_WARN, "%s: incomplete batch at offset %llu rolled back", name,
                       (unsigned long long)pend[0].off);
         off = pend[0].off;
@@ -431,6 +435,44 @@ static int load_hint(br_engine *e, recov *rv, br_datafile *f) {
     return 0;
 }
 
+/* verify: compares f's hint file, if any, with the records just scanned
+ * from f (rv->v[first..]), logging and counting every difference. */
+static void verify_hint(br_engine *e, const recov *rv, size_t first, const br_datafile *f) {
+    char name[48];
+    br_hint_name(name, sizeof name, f->id);
+    br_hint h;
+    int rc = br_hint_open(e->dirfd, f->id, f->size, &h);
+    if (rc == -ENOENT)
+        return; /* none yet: it is only an optimization */
+    if (rc) {
+        br_engine_log(e, BR_LOG_ERROR, "%s: unusable (%s)", name, br_strerror(rc));
+        e->problems++;
+        return;
+    }
+    size_t pos = BR_HINT_HEADER_SIZE, i = first;
+    bool bad = false;
+    br_hint_entry he;
+    while (!bad && br_hint_next(&h, &pos, &he)) {
+        const rec_ent *r = i < rv->n ? &rv->v[i] : NULL;
+        if (!r || r->offset != he.offset || r->vlen != he.vlen ||
+            r->klen != (he.klen | (he.tombstone ? REC_DEL : 0)) ||
+            memcmp(r->key, he.key, he.klen) != 0) {
+            br_engine_log(e, BR_LOG_ERROR, "%s: entry for offset %u does not match its data file",
+                          name, he.offset);
+            e->problems++;
+            bad = true;
+            break;
+        }
+        i++;
+    }
+    if (!bad && i != rv->n) {
+        br_engine_log(e, BR_LOG_ERROR, "%s: lists %zu of the data file's %zu records", name,
+                      i - first, rv->n - first);
+        e->problems++;
+    }
+    br_hint_close(&h);
+}
+
 int br_engine_recover(br_engine *e, char *err, size_t errlen) {
     uint32_t *ids = NULL;
     size_t n = 0;
@@ -447,7 +489,7 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
         char name[48];
         br_df_name(name, sizeof name, ids[i]);
         /* The newest file becomes the active one: map it writable, at the cap. */
-        rc = br_df_open(e->dirfd, ids[i], newest ? e->o.max_file_size : 0, &f);
+        rc = br_df_open(e->dirfd, ids[i], newest && !e->o.read_only ? e->o.max_file_size : 0, &f);
         if (rc) {
             br_engine_seterr(err, errlen, "%s/%s: cannot open: %s", e->dir, name, br_strerror(rc));
             break;
@@ -457,24 +499,31 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
             break;
         }
         uint64_t end = newest ? f->map_len : f->size;
-        if (!newest) {
+        if (!newest && !e->o.verify) {
             int hr = load_hint(e, &rv, f);
             if (hr == 0) {
                 hinted++;
                 continue;
             }
-            if (hr != -ENOENT)
+            if (hr != -ENOENT) {
                 br_engine_log(e, BR_LOG_WARN, "%s: hint file unusable (%s): scanning the data file",
                               name, br_strerror(hr));
-            if (hr != BR_ENOMEM && br_engine_queue_hint(e, f->id) != 0)
+                e->problems++;
+            }
+            if (hr != BR_ENOMEM && !e->o.read_only && br_engine_queue_hint(e, f->id) != 0)
                 hr = BR_ENOMEM;
             if (hr == BR_ENOMEM) {
                 rc = hr;
                 break;
             }
         }
+        size_t first = rv.n;
         rc = scan_file(e, &rv, f, end, newest, err, errlen);
-        if (rc == 0 && newest) {
+        if (rc == 0 && !newest && e->o.verify)
+            verify_hint(e, &rv, first, f);
+        if (rc == 0 && newest && e->o.read_only) {
+            e->active = f;
+        } else if (rc == 0 && newest) {
             /* Zero whatever lies past the data, so that the bytes of a torn
              * record, or of records a crash of the machine wrote out of
              * order, can never be read as part of a later one. */
