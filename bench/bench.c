@@ -3,6 +3,7 @@
  *
  * Usage: bitraft-bench engine [--n N] [--dir D] [--seed S] [--phases a,b,c]
  *                             [--file-size BYTES]
+ *        bitraft-bench engine --large SIZE [--dir D]   (see run_large)
  *
  * Runs the workload of workload.h, phase for phase as refbench.c runs it on
  * LMDB, LevelDB and RocksDB, and prints one JSON line per phase:
@@ -303,6 +304,125 @@ static double sync_write16(bench *b) {
     return d;
 }
 
+/* Parses a size with an optional K, M, G or T suffix (powers of 1024). */
+static uint64_t parse_size(const char *v) {
+    char *end;
+    double x = strtod(v, &end);
+    uint64_t m = 1;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        m = 1ull << 10;
+        break;
+    case 'm':
+    case 'M':
+        m = 1ull << 20;
+        break;
+    case 'g':
+    case 'G':
+        m = 1ull << 30;
+        break;
+    case 't':
+    case 'T':
+        m = 1ull << 40;
+        break;
+    case '\0':
+        break;
+    default:
+        die("bad size %s", v);
+    }
+    if (x <= 0)
+        die("bad size %s", v);
+    return (uint64_t)(x * (double)m);
+}
+
+/*
+ * --large SIZE: a store far larger than the index, as the original was tried
+ * with (52 GB). Writes SIZE bytes of ~1 KiB values under random 16-digit
+ * keys in batches of 100 (sync=never, then one sync), then reports write
+ * MB/s, RSS, index bytes per key, disk use and the time to reopen (hint
+ * files by then cover every closed file), then reads back 10,000 random
+ * keys cold (the data files' pages dropped from the cache first).
+ */
+#define LARGE_VALUE 1000
+static int run_large(bench *b, uint64_t size) {
+    uint64_t n = size / (LARGE_VALUE + WL_KEY_LEN + 24);
+    uint64_t *perm = wl_perm(n, b->seed);
+    char *val = malloc(LARGE_VALUE);
+    fresh(b);
+    open_store(b, BR_SYNC_NEVER);
+    br_batch *bt = br_batch_new();
+    char k[WL_KEY_LEN];
+    double t = wl_now();
+    for (uint64_t i = 0; i < n; i += 100) {
+        br_batch_clear(bt);
+        for (uint64_t j = i; j < i + 100 && j < n; j++) {
+            wl_key(perm[j], k);
+            for (int c = 0; c < LARGE_VALUE; c += WL_VALUE_LEN)
+                wl_value(perm[j] + (uint64_t)c, val + c);
+            br_batch_put(bt, k, sizeof k, val, LARGE_VALUE);
+        }
+        if (br_engine_write(b->e, bt))
+            die("batch write failed");
+    }
+    if (br_engine_sync(b->e))
+        die("sync failed");
+    double wsec = wl_now() - t;
+    br_engine_stats st;
+    br_engine_stats_get(b->e, &st);
+    uint64_t rss = wl_rss();
+    double mb = (double)st.disk_bytes / 1e6;
+    printf("{\"engine\":\"bitraft\",\"phase\":\"large_write\",\"keys\":%llu,\"mb\":%.0f,"
+           "\"seconds\":%.2f,\"mb_per_s\":%.1f,\"rss_bytes\":%llu,\"index_bytes_per_key\":%.1f,"
+           "\"data_files\":%llu}\n",
+           (unsigned long long)n, mb, wsec, mb / wsec, (unsigned long long)rss,
+           ((double)st.index_bytes - (double)st.key_bytes) / (double)st.keys,
+           (unsigned long long)st.data_files);
+    fflush(stdout);
+    t = wl_now();
+    close_store(b);
+    open_store(b, BR_SYNC_NEVER);
+    char got1[LARGE_VALUE];
+    size_t vl1;
+    wl_key(perm[n / 2], k);
+    if (br_engine_get_into(b->e, k, sizeof k, got1, sizeof got1, &vl1))
+        die("large: get after reopen failed");
+    double r = wl_now() - t;
+    br_engine_stats_get(b->e, &st);
+    printf("{\"engine\":\"bitraft\",\"phase\":\"large_reopen\",\"seconds\":%.2f,"
+           "\"rss_bytes\":%llu,\"index_bytes_per_key\":%.1f,\"disk_bytes\":%llu}\n",
+           r, (unsigned long long)wl_rss(),
+           ((double)st.index_bytes - (double)st.key_bytes) / (double)st.keys,
+           (unsigned long long)disk_bytes(b->dir));
+    fflush(stdout);
+    /* Cold reads: drop the data files from the page cache first. */
+    sync();
+    for (uint64_t id = 1; id <= st.data_files + 1; id++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%010llu.data", b->dir, (unsigned long long)id);
+        int fd = open(p, O_RDONLY);
+        if (fd >= 0) {
+            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+            close(fd);
+        }
+    }
+    uint64_t rs = b->seed + 9;
+    char got[LARGE_VALUE];
+    size_t vl;
+    t = wl_now();
+    for (int i = 0; i < 10000; i++) {
+        wl_key(perm[wl_rand(&rs) % n], k);
+        if (br_engine_get_into(b->e, k, sizeof k, got, sizeof got, &vl) || vl != LARGE_VALUE)
+            die("large: get failed");
+    }
+    wl_report("bitraft", "large_readrandom_cold", 10000, wl_now() - t);
+    br_batch_free(bt);
+    free(val);
+    free(perm);
+    close_store(b);
+    return 0;
+}
+
 static unsigned parse_phases(const char *list) {
     unsigned mask = 0;
     char *copy = strdup(list), *save = NULL;
@@ -325,6 +445,7 @@ static int run_engine(int argc, char **argv) {
     br_engine_options_init(&b.o);
     unsigned phases = (1u << PH_COUNT) - 1;
     const char *dir = NULL;
+    uint64_t large = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
@@ -339,6 +460,8 @@ static int run_engine(int argc, char **argv) {
             phases = parse_phases(v);
         else if (strcmp(a, "--file-size") == 0)
             b.o.max_file_size = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--large") == 0)
+            large = parse_size(v);
         else
             die("unknown option %s", a);
         i++;
@@ -354,6 +477,11 @@ static int run_engine(int argc, char **argv) {
     }
     mkdir(parent, 0755);
     snprintf(b.dir, sizeof b.dir, "%s/bitraft", parent);
+    if (large) {
+        run_large(&b, large);
+        rm_rf(parent == tmpl ? tmpl : b.dir);
+        return 0;
+    }
     b.perm = wl_perm(b.n, b.seed);
 
     if (phases & (1u << PH_FILLRANDOM))
@@ -420,6 +548,7 @@ int main(int argc, char **argv) {
         return raft_bench_main(argc - 2, argv + 2);
     fprintf(stderr, "usage: bitraft-bench engine [--n N] [--dir D] [--seed S] [--phases a,b,c] "
                     "[--file-size BYTES]\n"
+                    "       bitraft-bench engine --large SIZE[K|M|G|T] [--dir D]\n"
                     "       bitraft-bench raft [ENTRIES [BATCH]]\n");
     return 2;
 }
