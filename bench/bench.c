@@ -373,9 +373,10 @@ static int run_large(bench *b, uint64_t size) {
     uint64_t rss = wl_rss();
     double mb = (double)st.disk_bytes / 1e6;
     printf("{\"engine\":\"bitraft\",\"phase\":\"large_write\",\"keys\":%llu,\"mb\":%.0f,"
-           "\"seconds\":%.2f,\"mb_per_s\":%.1f,\"rss_bytes\":%llu,\"index_bytes_per_key\":%.1f,"
-           "\"data_files\":%llu}\n",
+           "\"seconds\":%.2f,\"mb_per_s\":%.1f,\"rss_bytes\":%llu,\"rss_anon_bytes\":%llu,"
+           "\"index_bytes_per_key\":%.1f,\"data_files\":%llu}\n",
            (unsigned long long)n, mb, wsec, mb / wsec, (unsigned long long)rss,
+           (unsigned long long)wl_rss_anon(),
            ((double)st.index_bytes - (double)st.key_bytes) / (double)st.keys,
            (unsigned long long)st.data_files);
     fflush(stdout);
@@ -390,8 +391,9 @@ static int run_large(bench *b, uint64_t size) {
     double r = wl_now() - t;
     br_engine_stats_get(b->e, &st);
     printf("{\"engine\":\"bitraft\",\"phase\":\"large_reopen\",\"seconds\":%.2f,"
-           "\"rss_bytes\":%llu,\"index_bytes_per_key\":%.1f,\"disk_bytes\":%llu}\n",
-           r, (unsigned long long)wl_rss(),
+           "\"rss_bytes\":%llu,\"rss_anon_bytes\":%llu,\"index_bytes_per_key\":%.1f,"
+           "\"disk_bytes\":%llu}\n",
+           r, (unsigned long long)wl_rss(), (unsigned long long)wl_rss_anon(),
            ((double)st.index_bytes - (double)st.key_bytes) / (double)st.keys,
            (unsigned long long)disk_bytes(b->dir));
     fflush(stdout);

@@ -94,6 +94,21 @@ static inline uint64_t wl_peak_rss(void) {
     return kb * 1024u;
 }
 
+/* Anonymous resident memory in bytes (RssAnon): the heap, without the
+ * pages of mapped files, which RSS also counts. */
+static inline uint64_t wl_rss_anon(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    uint64_t kb = 0;
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "RssAnon: %lu kB", (unsigned long *)&kb) == 1)
+                break;
+        fclose(f);
+    }
+    return kb * 1024u;
+}
+
 /* Prints one phase result as a JSON line. */
 static inline void wl_report(const char *engine, const char *phase, uint64_t ops, double seconds) {
     printf("{\"engine\":\"%s\",\"phase\":\"%s\",\"ops\":%llu,\"seconds\":%.4f,"
