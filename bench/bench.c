@@ -15,6 +15,9 @@
  *                (N - 99); ops = ranges
  *   fullscan     the whole store in order; ops = entries
  *   reopen       close, open, one get; seconds = close + open + get
+ *   scan100cold  500 ranges of 100 keys after the data files are dropped from
+ *                the page cache, once with range readers off
+ *                (scan100cold_serial), once with 16 (scan100cold_parallel)
  *   rawsync      the floor for synced writes: 10,000 appends of one 116-byte
  *                record to a preallocated file, each followed by fdatasync
  *   syncwrite    10,000 puts of numbers N .. N+9999, sync=always, one thread
@@ -46,9 +49,9 @@
 #define SYNC_THREADS 16
 #define BATCH        1000
 
-static const char *const phase_names[] = {"fillrandom", "fillbatch", "readrandom",
-                                          "scan100",    "fullscan",  "reopen",
-                                          "rawsync",    "syncwrite", "syncwrite16"};
+static const char *const phase_names[] = {"fillrandom", "fillbatch",  "readrandom",  "scan100",
+                                          "fullscan",   "reopen",     "scan100cold", "rawsync",
+                                          "syncwrite",  "syncwrite16"};
 enum {
     PH_FILLRANDOM,
     PH_FILLBATCH,
@@ -56,6 +59,7 @@ enum {
     PH_SCAN,
     PH_FULLSCAN,
     PH_REOPEN,
+    PH_SCANCOLD,
     PH_RAWSYNC,
     PH_SYNCWRITE,
     PH_SYNCWRITE16,
@@ -225,6 +229,51 @@ static double full_scan(bench *b, uint64_t *entries) {
     if (rc < 0 || n != b->n)
         die("fullscan: %llu entries (sum %llu)", (unsigned long long)n, (unsigned long long)sum);
     *entries = n;
+    return d;
+}
+
+/* Drops the store's data files from the page cache (the store closed). */
+static void evict(bench *b) {
+    sync();
+    for (unsigned id = 1; id < 100000; id++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%010u.data", b->dir, id);
+        int fd = open(p, O_RDONLY);
+        if (fd < 0)
+            break;
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+    }
+}
+
+/* scan100 on a cold page cache, with `readers` range reader threads. */
+static double scan_cold(bench *b, unsigned readers, uint64_t ranges) {
+    close_store(b);
+    evict(b);
+    b->o.range_readers = readers;
+    open_store(b, BR_SYNC_NEVER);
+    uint64_t st = b->seed + 4, sum = 0;
+    double t = wl_now();
+    for (uint64_t r = 0; r < ranges; r++) {
+        char k[WL_KEY_LEN];
+        wl_key(wl_rand(&st) % (b->n - SCAN_LEN + 1), k);
+        br_iter *it;
+        if (br_engine_iter(b->e, k, sizeof k, NULL, 0, SCAN_LEN, &it))
+            die("iter");
+        const void *kp, *vp;
+        size_t kl, vl;
+        int got = 0, rc;
+        while ((rc = br_iter_next(it, &kp, &kl, &vp, &vl)) == 1) {
+            sum += ((const uint8_t *)vp)[vl - 1];
+            got++;
+        }
+        if (rc < 0 || got != SCAN_LEN)
+            die("cold scan: %d entries", got);
+        br_iter_free(it);
+    }
+    double d = wl_now() - t;
+    b->o.range_readers = 16;
+    (void)sum;
     return d;
 }
 
@@ -513,6 +562,12 @@ static int run_engine(int argc, char **argv) {
     }
     if (phases & (1u << PH_REOPEN))
         wl_report("bitraft", "reopen", 1, reopen(&b));
+    if (phases & (1u << PH_SCANCOLD)) {
+        /* Cold ranges wait for the disk: fewer of them. */
+        uint64_t ranges = SCAN_RANGES / 200;
+        wl_report("bitraft", "scan100cold_serial", ranges, scan_cold(&b, 0, ranges));
+        wl_report("bitraft", "scan100cold_parallel", ranges, scan_cold(&b, 16, ranges));
+    }
     br_engine_stats st;
     br_engine_stats_get(b.e, &st);
     uint64_t rss = wl_rss(), peak = wl_peak_rss();

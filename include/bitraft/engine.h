@@ -90,6 +90,8 @@ typedef struct br_engine_options {
     int verify;                /* nonzero: read every record of every file at open, and
                                   compare each hint file with its data file; every problem
                                   is logged at BR_LOG_ERROR (see br_engine_stats.problems) */
+    uint32_t range_readers;    /* threads that read a range's cold records in parallel
+                                  (default 16; 0: ranges read one record at a time) */
     br_log_fn log;             /* optional; the engine never prints */
     void *log_ctx;
 } br_engine_options;

@@ -36,6 +36,7 @@ void br_engine_options_init(br_engine_options *o) {
     o->max_value_size = 64u << 20;
     o->sync = BR_SYNC_ALWAYS;
     o->sync_interval_ms = 1000;
+    o->range_readers = 16;
 }
 
 void br_engine_log(const br_engine *e, br_log_level lvl, const char *fmt, ...) {
@@ -154,7 +155,8 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
         br_engine_options_init(&o);
     if (o.max_file_size < 4096 || o.max_file_size > BR_MAX_FILE_CAP || o.max_key_size == 0 ||
         o.max_key_size > (1u << 30) || o.max_value_size > BR_MAX_VALUE_CAP ||
-        (o.sync == BR_SYNC_INTERVAL && o.sync_interval_ms == 0) || o.sync > BR_SYNC_NEVER) {
+        o.range_readers > 256 || (o.sync == BR_SYNC_INTERVAL && o.sync_interval_ms == 0) ||
+        o.sync > BR_SYNC_NEVER) {
         br_engine_seterr(err, errlen, "invalid engine options");
         return BR_EINVAL;
     }
@@ -211,6 +213,8 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     }
     if ((rc = br_engine_recover(e, err, errlen)) != 0)
         goto fail;
+    if (e->o.range_readers && !(e->ra = br_ra_new(e->o.range_readers)))
+        br_engine_log(e, BR_LOG_WARN, "%s: no range reader threads: ranges read serially", dir);
     if (e->o.read_only) {
         br_engine_log(e, BR_LOG_INFO, "%s: opened read-only, %zu keys in %u files", dir,
                       br_kd_count(e->kd), e->nfiles);
@@ -284,6 +288,7 @@ int br_engine_close(br_engine *e) {
         pthread_mutex_unlock(&e->hmu);
         pthread_join(e->hinter, NULL);
     }
+    br_ra_free(e->ra); /* its queued reads hold pins: before the files go */
     for (uint32_t i = 0; i < e->files_cap; i++)
         br_df_free(e->files[i]);
     free(e->files);

@@ -9,6 +9,7 @@
 #include "bitraft/engine.h"
 #include "engine/datafile.h"
 #include "engine/keydir.h"
+#include "engine/readahead.h"
 #include "engine/record.h"
 
 /* One put or delete. Key and value are borrowed from the caller. */
@@ -90,6 +91,8 @@ struct br_engine {
     uint64_t problems;        /* damage found by open (logged; see verify) */
     int failed;               /* sticky error after a failed write or sync: the
                                  store then refuses writes */
+
+    br_readahead *ra; /* readers of cold ranges, or NULL */
 
     /* Hint writer thread and its queue of closed file ids. */
     pthread_t hinter;

@@ -83,6 +83,31 @@ static int set_from(br_iter *it, const uint8_t *key, size_t klen) {
     return 0;
 }
 
+/*
+ * The values of consecutive keys lie scattered over the files. Hot: ask the
+ * CPU for all of this page's records at once, so their cache misses
+ * overlap. Cold (the second record's page is not in memory; the first is
+ * read right away anyway): have the range readers fault them in, in
+ * parallel (readahead.h).
+ */
+static void prefetch_page(br_iter *it) {
+    br_engine *e = it->e;
+    if (e->ra && it->n > 1 && !br_ra_resident(it->ent[1].f, it->ent[1].loc.offset)) {
+        for (size_t i = 1; i < it->n; i++) {
+            it_ent *en = &it->ent[i];
+            if (br_ra_queue(e->ra, en->f, en->loc.offset, br_rec_size(en->klen, en->loc.vlen)))
+                break;
+        }
+        return;
+    }
+    for (size_t i = 0; i < it->n; i++) {
+        const uint8_t *r = it->ent[i].f->map + it->ent[i].loc.offset;
+        size_t len = br_rec_size(it->ent[i].klen, it->ent[i].loc.vlen);
+        for (size_t o = 0; o < len && o < 512; o += 64)
+            __builtin_prefetch(r + o);
+    }
+}
+
 static int fetch_page(br_iter *it) {
     release_page(it);
     if (it->eof || it->remaining == 0)
@@ -97,14 +122,7 @@ static int fetch_page(br_iter *it) {
         return BR_ENOMEM;
     if (it->n < max)
         it->eof = true;
-    /* The values of consecutive keys lie scattered over the files: ask for
-     * all of this page's records at once, so their cache misses overlap. */
-    for (size_t i = 0; i < it->n; i++) {
-        const uint8_t *r = it->ent[i].f->map + it->ent[i].loc.offset;
-        size_t len = br_rec_size(it->ent[i].klen, it->ent[i].loc.vlen);
-        for (size_t o = 0; o < len && o < 512; o += 64)
-            __builtin_prefetch(r + o);
-    }
+    prefetch_page(it);
     it->remaining -= it->n;
     if (it->n) {
         const it_ent *last = &it->ent[it->n - 1];
