@@ -311,3 +311,40 @@ Test(keydir, keys_in_order_fill_their_nodes) {
     cr_assert_eq(br_kd_check(kd), 0);
     br_kd_free(kd);
 }
+
+Test(keydir, in_order_inserts_of_every_key_shape) {
+    /* The rightmost-leaf fast path and the append split with long
+     * (out-of-line) keys, keys that extend each other, and prefix changes
+     * at every node boundary; then random work on top. */
+    rng_state = 21;
+    mkey *ks = make_keys(6000); /* sorted, mixed shapes */
+    br_keydir *kd = br_kd_new();
+    for (size_t j = 0; j < 6000; j++) {
+        ks[j].loc = (br_loc){(uint32_t)(j % 9 + 1), (uint32_t)j, (uint32_t)(j % 50)};
+        cr_assert_eq(br_kd_put(kd, ks[j].k, ks[j].len, ks[j].loc, NULL), 0);
+        ks[j].present = 1;
+    }
+    check_all(kd, ks, 6000);
+    for (size_t op = 0; op < 20000; op++) {
+        size_t j = rnd() % 6000;
+        if (rnd() % 3 == 0) {
+            br_kd_del(kd, ks[j].k, ks[j].len, NULL);
+            ks[j].present = 0;
+        } else {
+            ks[j].loc.offset = (uint32_t)op;
+            br_kd_put(kd, ks[j].k, ks[j].len, ks[j].loc, NULL);
+            ks[j].present = 1;
+        }
+    }
+    check_all(kd, ks, 6000);
+    /* And appends again after the random work (the tail pointer may have
+     * been freed or moved). */
+    for (size_t j = 0; j < 6000; j++)
+        if (!ks[j].present) {
+            br_kd_put(kd, ks[j].k, ks[j].len, ks[j].loc, NULL);
+            ks[j].present = 1;
+        }
+    check_all(kd, ks, 6000);
+    br_kd_free(kd);
+    free_keys(ks, 6000);
+}
