@@ -1,5 +1,5 @@
 # bitraft — the two commands a new user needs:
-#   make run    build, then start bitraft
+#   make run    build, then start the server (bitraft serve: 127.0.0.1:4000, ./data)
 #   make test   build, then run every test
 # Other targets: build, test-asan, test-tsan, test-long, sim-long, bench, format, clean.
 
@@ -21,8 +21,9 @@ $(BUILD)/Makefile: | deps
 build: deps $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
+# RUN_ARGS passes flags to the server, e.g. make run RUN_ARGS='--port 5000'.
 run: build
-	$(BUILD)/bitraft demo $(RUN_ARGS)
+	$(BUILD)/bitraft serve $(RUN_ARGS)
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1

@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [build|bench]   (bench adds the reference engines)
 set -eu
 
-pkgs="build-essential cmake pkg-config libxxhash-dev libcriterion-dev"
+pkgs="build-essential cmake pkg-config libxxhash-dev libcriterion-dev libmicrohttpd-dev libcurl4-openssl-dev curl"
 if [ "${1:-build}" = bench ]; then
     pkgs="$pkgs liblmdb-dev libleveldb-dev librocksdb-dev"
 fi

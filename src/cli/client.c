@@ -1,0 +1,306 @@
+/*
+ * client.c - bitraft get|put|del|range|status: a client of a bitraft server
+ * over its REST API (docs/API.md), through libcurl.
+ *
+ *   bitraft get KEY                       value on stdout, as stored
+ *   bitraft put KEY [VALUE]               VALUE defaults to standard input
+ *   bitraft del KEY
+ *   bitraft range [START [END]] [--limit N]   "key<TAB>value" lines, escaped
+ *   bitraft status                        the server's /status JSON
+ *   --server HOST:PORT (default 127.0.0.1:4000)
+ *
+ * Exit codes: 0 ok, 1 not found, 2 usage (or the server rejected the input:
+ * 400, 413), 3 server unreachable or server error. Errors go to stderr.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "codec.h"
+
+typedef struct client_args {
+    const char *server;
+    const char *pos[2];
+    int npos;
+    uint64_t limit;
+    int has_limit;
+} client_args;
+
+static int parse_client(int argc, char **argv, client_args *a) {
+    a->server = "127.0.0.1:4000";
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (strcmp(s, "--server") == 0 && i + 1 < argc) {
+            a->server = argv[++i];
+        } else if (strcmp(s, "--limit") == 0 && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (br_parse_u64(v, strlen(v), &a->limit)) {
+                fprintf(stderr, "bitraft: --limit wants a number, got '%s'\n", v);
+                return -1;
+            }
+            a->has_limit = 1;
+        } else if (s[0] == '-' && s[1] == '-' && s[2]) {
+            fprintf(stderr, "bitraft: unknown option %s\n", s);
+            return -1;
+        } else if (a->npos < 2) {
+            a->pos[a->npos++] = s;
+        } else {
+            fprintf(stderr, "bitraft: too many arguments\n");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *ctx) {
+    br_buf *b = ctx;
+    return br_buf_add(b, p, size * n) ? 0 : size * n;
+}
+
+/* Performs one request. Returns the HTTP status, or -1 when the server
+ * could not be reached (reported on stderr). The reply body lands in out. */
+static long request_to(const char *method, const char *url, const void *body, size_t blen,
+                       size_t (*writer)(char *, size_t, size_t, void *), void *out, CURL *c);
+
+static long request(const char *method, const char *url, const void *body, size_t blen,
+                    br_buf *out) {
+    return request_to(method, url, body, blen, collect, out, NULL);
+}
+
+/* Performs one request on c (or a new handle when NULL), the body going to
+ * writer(out). Returns the status or -1 as request(). */
+static long request_to(const char *method, const char *url, const void *body, size_t blen,
+                       size_t (*writer)(char *, size_t, size_t, void *), void *out, CURL *given) {
+    CURL *c = given ? given : curl_easy_init();
+    if (!c) {
+        fprintf(stderr, "bitraft: cannot start libcurl\n");
+        return -1;
+    }
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, writer);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    struct curl_slist *hdr = NULL;
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, (const char *)body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        hdr = curl_slist_append(hdr, "Content-Type: application/octet-stream");
+        hdr = curl_slist_append(hdr, "Expect:");
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    }
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    long status = -1;
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        fprintf(stderr, "bitraft: %s %s: %s\n", method, url,
+                errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    else
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdr);
+    if (!given)
+        curl_easy_cleanup(c);
+    return status;
+}
+
+/* Maps a failed status to an exit code, printing the server's reason. */
+static int fail(long status, const br_buf *body) {
+    if (status < 0)
+        return EXIT_STORE;
+    if (status == 404 && body->len >= 13 && memcmp(body->p, "key not found", 13) == 0) {
+        fprintf(stderr, "bitraft: key not found\n");
+        return EXIT_NOTFOUND;
+    }
+    fprintf(stderr, "bitraft: server replied %ld: %.*s", status,
+            (int)(body->len > 500 ? 500 : body->len), body->p ? body->p : "");
+    if (!body->len || body->p[body->len - 1] != '\n')
+        fputc('\n', stderr);
+    return status == 400 || status == 413 ? EXIT_USAGE : EXIT_STORE;
+}
+
+/* Builds "http://server/kv/<key>" with the key percent-encoded. */
+static int kv_url(br_buf *u, const char *server, const char *key) {
+    if (strncmp(server, "http://", 7) != 0 && br_buf_adds(u, "http://"))
+        return -1;
+    return br_buf_adds(u, server) || br_buf_adds(u, "/kv/") || br_pct_encode(u, key, strlen(key)) ||
+           br_buf_addc(u, 0);
+}
+
+/* Prints one range line as "key<TAB>value"; -1 if it is malformed. */
+static int print_range_line(const char *line, size_t n) {
+    char *scratch = malloc(n + 1);
+    if (!scratch)
+        return -1;
+    const char *k, *v;
+    size_t kl, vl;
+    int next, rc = br_parse_range_line(line, n, scratch, &k, &kl, &v, &vl, &next);
+    if (rc) {
+        fprintf(stderr, "bitraft: malformed line from the server: %.*s\n", (int)(n > 200 ? 200 : n),
+                line);
+    } else if (next) {
+        fputs("bitraft: more keys follow; continue with START = ", stderr);
+        fwrite(k, 1, kl, stderr);
+        fputc('\n', stderr);
+    } else {
+        cli_print_escaped(k, kl);
+        putchar('\t');
+        cli_print_escaped(v, vl);
+        putchar('\n');
+    }
+    free(scratch);
+    return rc;
+}
+
+/* The body of a 200 range reply, printed line by line as it streams in
+ * (memory bounded by the longest line). Other replies are collected. */
+typedef struct range_sink {
+    CURL *c;
+    br_buf buf;   /* the pending partial line, or a whole error reply */
+    int printing; /* status 200 seen */
+    int bad;      /* a malformed line was met */
+} range_sink;
+
+static size_t range_write(char *p, size_t size, size_t n, void *ctx) {
+    range_sink *rs = ctx;
+    size_t len = size * n;
+    if (!rs->printing) {
+        long status = 0;
+        curl_easy_getinfo(rs->c, CURLINFO_RESPONSE_CODE, &status);
+        rs->printing = status == 200;
+    }
+    if (br_buf_add(&rs->buf, p, len))
+        return 0;
+    if (!rs->printing)
+        return len;
+    size_t start = 0;
+    for (;;) {
+        char *nl = memchr(rs->buf.p + start, '\n', rs->buf.len - start);
+        if (!nl)
+            break;
+        size_t ll = (size_t)(nl - (rs->buf.p + start));
+        if (ll && print_range_line(rs->buf.p + start, ll)) {
+            rs->bad = 1;
+            return 0; /* abort the transfer */
+        }
+        start += ll + 1;
+    }
+    memmove(rs->buf.p, rs->buf.p + start, rs->buf.len - start);
+    rs->buf.len -= start;
+    return len;
+}
+
+int cmd_client(const char *cmd, int argc, char **argv) {
+    client_args a;
+    memset(&a, 0, sizeof a);
+    if (parse_client(argc, argv, &a)) {
+        cli_usage(stderr);
+        return EXIT_USAGE;
+    }
+    int is_put = strcmp(cmd, "put") == 0, is_range = strcmp(cmd, "range") == 0,
+        is_status = strcmp(cmd, "status") == 0;
+    int need = is_range || is_status ? 0 : 1;
+    int most = is_put || is_range ? 2 : need;
+    if (a.npos < need || a.npos > most || (a.has_limit && !is_range) ||
+        (need && a.pos[0][0] == 0)) {
+        cli_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "bitraft: cannot start libcurl\n");
+        return EXIT_STORE;
+    }
+    br_buf url = {0}, body = {0};
+    char *input = NULL;
+    int code = 0;
+    long status;
+    const char *prefix = strncmp(a.server, "http://", 7) == 0 ? "" : "http://";
+    if (is_status || is_range) {
+        int err = br_buf_adds(&url, prefix) || br_buf_adds(&url, a.server);
+        if (is_status) {
+            err = err || br_buf_adds(&url, "/status");
+        } else {
+            err = err || br_buf_adds(&url, "/kv?");
+            if (a.npos >= 1)
+                err = err || br_buf_adds(&url, "start=") ||
+                      br_pct_encode(&url, a.pos[0], strlen(a.pos[0])) || br_buf_addc(&url, '&');
+            if (a.npos >= 2)
+                err = err || br_buf_adds(&url, "end=") ||
+                      br_pct_encode(&url, a.pos[1], strlen(a.pos[1])) || br_buf_addc(&url, '&');
+            if (a.has_limit) {
+                char l[32];
+                snprintf(l, sizeof l, "limit=%llu", (unsigned long long)a.limit);
+                err = err || br_buf_adds(&url, l);
+            }
+        }
+        if (err || br_buf_addc(&url, 0)) {
+            code = EXIT_STORE;
+            goto out;
+        }
+        if (is_status) {
+            status = request("GET", url.p, NULL, 0, &body);
+            if (status != 200)
+                code = fail(status, &body);
+            else
+                fwrite(body.p, 1, body.len, stdout);
+            goto out;
+        }
+        range_sink rs = {0};
+        rs.c = curl_easy_init();
+        status = rs.c ? request_to("GET", url.p, NULL, 0, range_write, &rs, rs.c) : -1;
+        if (rs.bad)
+            code = EXIT_STORE;
+        else if (status >= 0 && status != 200)
+            code = fail(status, &rs.buf);
+        else if (status < 0)
+            code = EXIT_STORE;
+        else if (rs.buf.len && print_range_line(rs.buf.p, rs.buf.len))
+            code = EXIT_STORE;
+        if (rs.c)
+            curl_easy_cleanup(rs.c);
+        free(rs.buf.p);
+        goto out;
+    }
+    if (kv_url(&url, a.server, a.pos[0])) {
+        code = EXIT_STORE;
+        goto out;
+    }
+    if (is_put) {
+        size_t vl;
+        const char *v = a.pos[1];
+        if (a.npos < 2) {
+            v = input = cli_read_stdin(&vl);
+            if (!v) {
+                fprintf(stderr, "bitraft: cannot read the value from standard input\n");
+                code = EXIT_STORE;
+                goto out;
+            }
+        } else {
+            vl = strlen(v);
+        }
+        status = request("PUT", url.p, v, vl, &body);
+        if (status != 204 && status != 200)
+            code = fail(status, &body);
+    } else if (strcmp(cmd, "get") == 0) {
+        status = request("GET", url.p, NULL, 0, &body);
+        if (status != 200)
+            code = fail(status, &body);
+        else
+            fwrite(body.p ? body.p : "", 1, body.len, stdout);
+    } else {
+        status = request("DELETE", url.p, NULL, 0, &body);
+        if (status != 204 && status != 200)
+            code = fail(status, &body);
+    }
+out:
+    free(input);
+    free(url.p);
+    free(body.p);
+    curl_global_cleanup();
+    return code;
+}

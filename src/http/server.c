@@ -1,0 +1,1012 @@
+/*
+ * server.c - the HTTP API on libmicrohttpd (docs/API.md).
+ *
+ * Request life cycle
+ * ------------------
+ * libmicrohttpd calls the access handler several times per request:
+ *
+ *   1st call   headers only. We allocate the request state and classify the
+ *              route. We never queue a reply here (libmicrohttpd 0.9.75 then
+ *              closes keep-alive connections), except a 413 for a declared
+ *              Content-Length over the cap, where closing is wanted anyway.
+ *   body calls append the body to a buffer up to the route's cap; past it
+ *              the rest is discarded and the reply will be 413.
+ *   last call  (upload_data_size == 0) validate and call the service. Reads
+ *              complete inline and are answered at once. A write suspends
+ *              the connection first, then hands the write to the service;
+ *              the completion (on a service thread) stores the result and
+ *              resumes the connection, and the next call queues the reply.
+ *
+ * Raw paths and query strings: the server installs an unescape callback
+ * that leaves strings as they are, and decodes keys itself, strictly (a bad
+ * %-escape is a 400) and binary-safely (%00 is a key byte).
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+
+/* ---- Routes and metrics -------------------------------------------------- */
+
+#define ROUTES(X)                                                                                  \
+    X(root_usage)                                                                                  \
+    X(root_get)                                                                                    \
+    X(root_range)                                                                                  \
+    X(root_post)                                                                                   \
+    X(root_delete)                                                                                 \
+    X(kv_get)                                                                                      \
+    X(kv_put)                                                                                      \
+    X(kv_delete)                                                                                   \
+    X(kv_range)                                                                                    \
+    X(kv_batch)                                                                                    \
+    X(health)                                                                                      \
+    X(status)                                                                                      \
+    X(metrics)                                                                                     \
+    X(bad_method)                                                                                  \
+    X(not_found)
+
+#define ROUTE_ENUM(n) R_##n,
+enum route { ROUTES(ROUTE_ENUM) NROUTES };
+#undef ROUTE_ENUM
+#define ROUTE_NAME(n) #n,
+static const char *const route_names[] = {ROUTES(ROUTE_NAME)};
+#undef ROUTE_NAME
+
+static const unsigned codes[] = {200, 204, 400, 404, 405, 413, 500, 503, 0 /* other */};
+#define NCODES (sizeof codes / sizeof codes[0])
+
+/* Latency buckets, seconds (upper bounds; the last is +Inf). */
+static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                 0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
+#define NBUCKETS (sizeof buckets / sizeof buckets[0] + 1)
+
+struct br_http {
+    struct MHD_Daemon *d;
+    br_service *svc;
+    br_http_options o;
+    MHD_socket quiesced_fd;
+    struct timespec started;
+    atomic_uint active;    /* requests between their first call and completion */
+    atomic_int stopping;   /* set by br_http_stop: new writes get 503 */
+    atomic_int submitting; /* handlers between their stopping check and submit */
+    atomic_int waiting;    /* requests in P_WAITING (their connection suspended) */
+    atomic_uint port;      /* the port bound, once known (threads may run before) */
+    atomic_ullong requests[NROUTES][NCODES];
+    atomic_ullong lat[NBUCKETS];
+    atomic_ullong lat_sum_ns, lat_count;
+};
+
+/* ---- Per-request state --------------------------------------------------- */
+
+typedef enum phase {
+    P_NEW,     /* headers seen, body (if any) arriving */
+    P_WAITING, /* a write is with the service; the connection is suspended */
+    P_DONE,    /* the reply is queued */
+} phase;
+
+typedef struct req {
+    br_http *h;
+    struct MHD_Connection *conn;
+    enum route route;
+    phase phase;
+    struct timespec t0;
+    br_buf body;
+    size_t cap;        /* largest body accepted */
+    int too_large;     /* the body went past cap; the rest was discarded */
+    unsigned status;   /* status replied, for the metrics */
+    const char *allow; /* the methods the path takes (static) */
+    /* What a write keeps alive until its completion. */
+    char *key;
+    size_t klen;
+    br_batch *batch;
+    int nops;
+    int inline_write; /* the service completes writes before returning */
+    atomic_int rc;    /* the completion's result */
+} req;
+
+static void logf_(br_http *h, br_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_(br_http *h, br_log_level lvl, const char *fmt, ...) {
+    if (!h->o.log)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    h->o.log(h->o.log_ctx, lvl, msg);
+}
+
+/* ---- Replies ------------------------------------------------------------- */
+
+static enum MHD_Result queue(req *r, unsigned status, struct MHD_Response *resp,
+                             const char *ctype) {
+    if (!resp)
+        return MHD_NO;
+    if (ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == 405 && r->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    enum MHD_Result ok = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    r->phase = P_DONE;
+    return ok;
+}
+
+/* A reply whose body is a copy of text. */
+static enum MHD_Result reply_text(req *r, unsigned status, const char *text) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+    return queue(r, status, resp, "text/plain; charset=utf-8");
+}
+
+/* A reply that takes a malloc'd buffer. */
+static enum MHD_Result reply_owned(req *r, unsigned status, void *buf, size_t len,
+                                   const char *ctype) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        len, buf ? buf : (void *)"", buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        free(buf);
+    return queue(r, status, resp, ctype);
+}
+
+static enum MHD_Result reply_err(req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum MHD_Result reply_err(req *r, unsigned status, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof msg - 2)
+        n = sizeof msg - 2;
+    msg[n] = '\n';
+    msg[n + 1] = 0;
+    return reply_text(r, status, msg);
+}
+
+/* Maps a service error to a status and a reason. */
+static enum MHD_Result reply_rc(req *r, int rc) {
+    switch (rc) {
+    case BR_ENOTFOUND:
+        return reply_err(r, 404, "key not found");
+    case BR_EEMPTYKEY:
+    case BR_EKEYTOOBIG:
+    case BR_EINVAL:
+        return reply_err(r, 400, "%s", br_strerror(rc));
+    case BR_EVALTOOBIG:
+    case BR_ETOOBIG:
+        return reply_err(r, 413, "%s", br_strerror(rc));
+    case BR_ECLOSED:
+        return reply_err(r, 503, "server is shutting down");
+    default:
+        logf_(r->h, BR_LOG_ERROR, "%s: %s", route_names[r->route], br_strerror(rc));
+        return reply_err(r, 500, "store error: %s", br_strerror(rc));
+    }
+}
+
+/* ---- Query arguments and keys -------------------------------------------- */
+
+/* Looks up query argument name and decodes it into a malloc'd buffer
+ * (NUL-terminated for convenience; binary-safe through *len). Returns 1
+ * found, 0 absent, -1 bad escape or no '=value'. */
+static int arg(req *r, const char *name, char **out, size_t *len) {
+    const char *v = NULL;
+    size_t vl = 0;
+    *out = NULL;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v,
+                                      &vl) != MHD_YES)
+        return 0;
+    if (!v)
+        return -1;
+    char *buf = malloc(vl + 1);
+    if (!buf || br_pct_decode(v, vl, buf, len, 1)) {
+        free(buf);
+        return -1;
+    }
+    buf[*len] = 0;
+    *out = buf;
+    return 1;
+}
+
+#define INT_KEY_MSG "keys are integers 0..18446744073709551615 in this directory (integer-key mode)"
+
+/* In integer-key mode, points *s at the 8-byte form of the decimal key
+ * *s[0..*n), kept in buf. Returns 0, or -1 if it is not such a number. */
+static int wire_key(const br_http *h, const char **s, size_t *n, char buf[8]) {
+    if (!h->o.int_keys)
+        return 0;
+    if (br_intkey_enc(*s, *n, buf))
+        return -1;
+    *s = buf;
+    *n = 8;
+    return 0;
+}
+
+/* wire_key for the request's own key (r->key). */
+static int own_wire_key(req *r) {
+    char kb[8];
+    const char *k = r->key;
+    size_t n = r->klen;
+    if (!r->h->o.int_keys)
+        return 0;
+    if (wire_key(r->h, &k, &n, kb))
+        return -1;
+    char *nk = realloc(r->key, 8);
+    if (!nk)
+        return -1;
+    memcpy(nk, kb, 8);
+    r->key = nk;
+    r->klen = 8;
+    return 0;
+}
+
+/* ---- Write completions --------------------------------------------------- */
+
+static void write_done(void *ctx, int rc) {
+    req *r = ctx;
+    atomic_store_explicit(&r->rc, rc, memory_order_release);
+    if (!r->inline_write)
+        MHD_resume_connection(r->conn);
+}
+
+static enum MHD_Result reply_write(req *r);
+
+/* Suspends the connection and hands a write to the service; the reply
+ * comes on the call after the completion resumes the connection. */
+static enum MHD_Result start_write(req *r, int (*submit)(req *r)) {
+    br_http *h = r->h;
+    if (br_service_writes_inline(h->svc)) {
+        /* The write never waits for a flush (--sync interval or never):
+         * no suspension, no thread hop. */
+        r->inline_write = 1;
+        int rc = submit(r);
+        if (rc)
+            atomic_store(&r->rc, rc);
+        return reply_write(r);
+    }
+    /* With br_http_stop(): either it sees this handler in submitting and
+     * waits for the write it submits, or this handler sees stopping. */
+    atomic_fetch_add(&h->submitting, 1);
+    if (atomic_load(&h->stopping)) {
+        atomic_fetch_sub(&h->submitting, 1);
+        return reply_rc(r, BR_ECLOSED);
+    }
+    r->phase = P_WAITING;
+    atomic_fetch_add(&h->waiting, 1);
+    MHD_suspend_connection(r->conn);
+    int rc = submit(r);
+    if (rc) {
+        /* Not accepted: the completion will never run. */
+        atomic_store(&r->rc, rc);
+        MHD_resume_connection(r->conn);
+    }
+    atomic_fetch_sub(&h->submitting, 1);
+    return MHD_YES;
+}
+
+static int submit_put(req *r) {
+    return br_service_put(r->h->svc, r->key, r->klen, r->body.p ? r->body.p : "", r->body.len,
+                          write_done, r);
+}
+
+static int submit_delete(req *r) {
+    return br_service_delete(r->h->svc, r->key, r->klen, write_done, r);
+}
+
+static int submit_batch(req *r) {
+    return br_service_write(r->h->svc, r->batch, write_done, r);
+}
+
+/* The call after a suspended write's completion resumed the connection. */
+static enum MHD_Result finish_write(req *r) {
+    atomic_fetch_sub(&r->h->waiting, 1);
+    r->phase = P_DONE;
+    return reply_write(r);
+}
+
+static enum MHD_Result reply_write(req *r) {
+    int rc = atomic_load_explicit(&r->rc, memory_order_acquire);
+    if (rc)
+        return reply_rc(r, rc);
+    switch (r->route) {
+    case R_root_post:
+        return reply_text(r, 200, r->nops == 1 ? "Key saved\n" : "Keys saved\n");
+    case R_root_delete:
+        return reply_text(r, 200, "Key deleted\n");
+    case R_kv_batch: {
+        char msg[64];
+        snprintf(msg, sizeof msg, "{\"ok\":true,\"ops\":%d}\n", r->nops);
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(strlen(msg), msg, MHD_RESPMEM_MUST_COPY);
+        return queue(r, 200, resp, "application/json");
+    }
+    default:
+        return reply_owned(r, 204, NULL, 0, NULL);
+    }
+}
+
+/* ---- Reads --------------------------------------------------------------- */
+
+typedef struct get_result {
+    int rc;
+    void *val;
+    size_t vlen;
+} get_result;
+
+static void get_done(void *ctx, int rc, void *val, size_t vlen) {
+    get_result *g = ctx;
+    g->rc = rc, g->val = val, g->vlen = vlen;
+}
+
+static enum MHD_Result do_get(req *r, const char *key, size_t klen) {
+    if (klen > r->h->o.max_key_size)
+        return reply_err(r, 400, "key is larger than the configured maximum");
+    char kb[8];
+    if (key != r->key && wire_key(r->h, &key, &klen, kb))
+        return reply_err(r, 400, INT_KEY_MSG);
+    get_result g = {0};
+    int rc = br_service_get(r->h->svc, key, klen, get_done, &g);
+    if (rc == 0)
+        rc = g.rc;
+    if (rc)
+        return reply_rc(r, rc);
+    return reply_owned(r, 200, g.val, g.vlen, "application/octet-stream");
+}
+
+/* A streamed range reply: entries are formatted into pend a few at a time
+ * and copied out as libmicrohttpd asks for them. */
+typedef struct stream {
+    br_iter *it;
+    int ndjson;   /* 1: {"key":..} lines; 0: the original's "K,V" lines */
+    int int_keys; /* keys are 8-byte numbers, shown in decimal */
+    size_t limit; /* 0 = none; else the iterator holds limit + 1 */
+    size_t count; /* entries taken from the iterator */
+    int finished; /* nothing more to format */
+    br_buf pend;  /* formatted, not yet handed out */
+    size_t off;   /* handed out of pend */
+    br_http *h;
+} stream;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    stream *st = cls;
+    (void)pos;
+    if (st->off == st->pend.len) {
+        st->off = st->pend.len = 0;
+        while (!st->finished && st->pend.len < max) {
+            const void *k, *v;
+            size_t kl, vl;
+            int rc = br_iter_next(st->it, &k, &kl, &v, &vl);
+            if (rc < 0) {
+                logf_(st->h, BR_LOG_ERROR, "range: %s", br_strerror(rc));
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            if (rc == 0) {
+                st->finished = 1;
+                break;
+            }
+            char kd[21];
+            size_t dl = st->int_keys ? br_intkey_dec(k, kl, kd) : 0;
+            if (dl)
+                k = kd, kl = dl;
+            int err;
+            if (st->limit && ++st->count > st->limit) {
+                st->finished = 1; /* the entry past the limit: where to go on */
+                err = br_range_line(&st->pend, k, kl, NULL, 0);
+            } else if (st->ndjson) {
+                err = br_range_line(&st->pend, k, kl, v, vl);
+            } else {
+                err = br_buf_add(&st->pend, k, kl) || br_buf_addc(&st->pend, ',') ||
+                      br_buf_add(&st->pend, v, vl) || br_buf_addc(&st->pend, '\n');
+            }
+            if (err)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (st->pend.len == 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    size_t n = st->pend.len - st->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, st->pend.p + st->off, n);
+    st->off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls) {
+    stream *st = cls;
+    br_iter_free(st->it);
+    free(st->pend.p);
+    free(st);
+}
+
+typedef struct range_result {
+    int rc;
+    br_iter *it;
+} range_result;
+
+static void range_done(void *ctx, int rc, br_iter *it) {
+    range_result *x = ctx;
+    x->rc = rc, x->it = it;
+}
+
+static enum MHD_Result do_range(req *r, const char *s, size_t sl, const char *e, size_t el,
+                                uint64_t limit, int ndjson) {
+    size_t lim = limit >= SIZE_MAX - 1 ? 0 : (size_t)limit;
+    char sb[8], eb[8];
+    if ((s && wire_key(r->h, &s, &sl, sb)) || (e && wire_key(r->h, &e, &el, eb)))
+        return reply_err(r, 400, INT_KEY_MSG);
+    range_result x = {0};
+    int rc = br_service_range(r->h->svc, s, sl, e, el, lim ? lim + 1 : 0, range_done, &x);
+    if (rc == 0)
+        rc = x.rc;
+    if (rc)
+        return reply_rc(r, rc);
+    stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        br_iter_free(x.it);
+        return reply_rc(r, BR_ENOMEM);
+    }
+    st->it = x.it;
+    st->ndjson = ndjson;
+    st->int_keys = r->h->o.int_keys;
+    st->limit = lim;
+    st->h = r->h;
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,
+                                                                  stream_read, st, stream_free);
+    if (!resp) {
+        stream_free(st);
+        return MHD_NO;
+    }
+    return queue(r, 200, resp, ndjson ? "application/x-ndjson" : "text/plain; charset=utf-8");
+}
+
+/* ---- Batches ------------------------------------------------------------- */
+
+#define BAD_INT_KEY (-2)
+
+static int add_op(void *ctx, int op, const char *k, size_t kl, const char *v, size_t vl) {
+    req *r = ctx;
+    char kb[8];
+    if (wire_key(r->h, &k, &kl, kb))
+        return BAD_INT_KEY;
+    int rc =
+        op == BR_OP_PUT ? br_batch_put(r->batch, k, kl, v, vl) : br_batch_delete(r->batch, k, kl);
+    return rc ? rc : 0;
+}
+
+static enum MHD_Result do_batch(req *r, int ndjson) {
+    char err[256] = "bad body";
+    r->batch = br_batch_new();
+    if (!r->batch)
+        return reply_rc(r, BR_ENOMEM);
+    const char *b = r->body.p ? r->body.p : "";
+    int n = ndjson ? br_parse_ndjson_batch(b, r->body.len, add_op, r, err, sizeof err)
+                   : br_parse_kv_lines(b, r->body.len, add_op, r, err, sizeof err);
+    if (n == BAD_INT_KEY)
+        return reply_err(r, 400, INT_KEY_MSG);
+    if (n < -1)
+        return reply_rc(r, n);
+    if (n < 0)
+        return reply_err(r, 400, "%s", err);
+    r->nops = n;
+    return start_write(r, submit_batch);
+}
+
+/* ---- Status and metrics -------------------------------------------------- */
+
+static double since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static enum MHD_Result do_status(req *r) {
+    br_service_stats st;
+    br_service_stats_get(r->h->svc, &st);
+    char *out = NULL;
+    int n =
+        asprintf(&out,
+                 "{\"version\":\"%s\",\"uptime_s\":%.0f,\"mode\":\"%s\",\"key_mode\":\"%s\","
+                 "\"keys\":%llu,"
+                 "\"data_files\":%llu,\"disk_bytes\":%llu,\"live_bytes\":%llu,"
+                 "\"dead_bytes\":%llu,\"index_bytes\":%llu,\"last_seq\":%llu,"
+                 "\"writes_inflight\":%llu}\n",
+                 r->h->o.version, since(&r->h->started), st.mode,
+                 st.key_mode == BR_KEYS_INT ? "int" : "bytes", (unsigned long long)st.engine.keys,
+                 (unsigned long long)st.engine.data_files, (unsigned long long)st.engine.disk_bytes,
+                 (unsigned long long)st.engine.live_bytes, (unsigned long long)st.engine.dead_bytes,
+                 (unsigned long long)st.engine.index_bytes, (unsigned long long)st.engine.last_seq,
+                 (unsigned long long)st.writes_inflight);
+    if (n < 0)
+        return reply_rc(r, BR_ENOMEM);
+    return reply_owned(r, 200, out, (size_t)n, "application/json");
+}
+
+static int addf(br_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int addf(br_buf *b, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line)
+        return -1;
+    return br_buf_add(b, line, (size_t)n);
+}
+
+static enum MHD_Result do_metrics(req *r) {
+    br_http *h = r->h;
+    br_buf b = {0};
+    int err = 0;
+    err |= addf(&b, "# HELP bitraft_http_requests_total HTTP requests by route and status.\n"
+                    "# TYPE bitraft_http_requests_total counter\n");
+    for (int i = 0; i < NROUTES; i++) {
+        for (size_t c = 0; c < NCODES; c++) {
+            unsigned long long v = atomic_load(&h->requests[i][c]);
+            if (!v)
+                continue;
+            char code[8];
+            snprintf(code, sizeof code, codes[c] ? "%u" : "other", codes[c]);
+            err |= addf(&b, "bitraft_http_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
+                        route_names[i], code, v);
+        }
+    }
+    err |= addf(&b, "# HELP bitraft_http_request_duration_seconds Time from the request's "
+                    "headers to its reply sent.\n"
+                    "# TYPE bitraft_http_request_duration_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        cum += atomic_load(&h->lat[i]);
+        if (i + 1 < NBUCKETS)
+            err |= addf(&b, "bitraft_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                        buckets[i], cum);
+        else
+            err |=
+                addf(&b, "bitraft_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    }
+    err |= addf(&b, "bitraft_http_request_duration_seconds_sum %.6f\n",
+                (double)atomic_load(&h->lat_sum_ns) / 1e9);
+    err |= addf(&b, "bitraft_http_request_duration_seconds_count %llu\n",
+                (unsigned long long)atomic_load(&h->lat_count));
+    br_service_stats st;
+    br_service_stats_get(h->svc, &st);
+    const struct {
+        const char *name, *type, *help;
+        unsigned long long v;
+    } figs[] = {
+        {"bitraft_uptime_seconds", "gauge", "Seconds since the server started.",
+         (unsigned long long)since(&h->started)},
+        {"bitraft_http_requests_active", "gauge", "Requests in flight.", atomic_load(&h->active)},
+        {"bitraft_service_writes_inflight", "gauge", "Writes accepted, not yet durable.",
+         st.writes_inflight},
+        {"bitraft_engine_keys", "gauge", "Live keys.", st.engine.keys},
+        {"bitraft_engine_data_files", "gauge", "Data files on disk.", st.engine.data_files},
+        {"bitraft_engine_disk_bytes", "gauge", "Bytes in data files.", st.engine.disk_bytes},
+        {"bitraft_engine_live_bytes", "gauge", "Bytes of live records.", st.engine.live_bytes},
+        {"bitraft_engine_dead_bytes", "gauge", "Bytes of dead records.", st.engine.dead_bytes},
+        {"bitraft_engine_index_bytes", "gauge", "Memory held by the key index.",
+         st.engine.index_bytes},
+        {"bitraft_engine_puts_total", "counter", "Puts applied.", st.engine.puts},
+        {"bitraft_engine_deletes_total", "counter", "Deletes applied.", st.engine.deletes},
+        {"bitraft_engine_batches_total", "counter", "Batches applied.", st.engine.batches},
+        {"bitraft_engine_gets_total", "counter", "Gets served.", st.engine.gets},
+        {"bitraft_engine_syncs_total", "counter", "fdatasync calls on data files.",
+         st.engine.syncs},
+        {"bitraft_engine_write_groups_total", "counter", "Group commits.", st.engine.write_groups},
+    };
+    for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++)
+        err |= addf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", figs[i].name, figs[i].help,
+                    figs[i].name, figs[i].type, figs[i].name, figs[i].v);
+    if (err) {
+        free(b.p);
+        return reply_rc(r, BR_ENOMEM);
+    }
+    return reply_owned(r, 200, b.p, b.len, "text/plain; version=0.0.4");
+}
+
+/* ---- Dispatch ------------------------------------------------------------ */
+
+static enum MHD_Result do_usage(req *r) {
+    char *out = NULL;
+    unsigned port = atomic_load(&r->h->port);
+    if (!port)
+        port = r->h->o.port;
+    int n = asprintf(
+        &out,
+        "bitraft %s\n"
+        "Usage:\n"
+        "READ: curl --location 'http://localhost:%u?key=1'\n"
+        "READ KEY RANGE: curl --location 'http://localhost:%u?start_key=1&end_key=10'\n"
+        "PUT: curl --location 'http://localhost:%u/' --header 'Content-Type: text/plain' "
+        "--data 'key:1,value:2000'\n"
+        "BATCH PUT: curl --location 'http://localhost:%u' --header 'Content-Type: text/plain' "
+        "--data 'key:1,value:2000\nkey:2,value:5000'\n"
+        "DELETE: curl --location --request DELETE 'http://localhost:%u?key=1'\n"
+        "REST: GET|PUT|DELETE /kv/{key}, GET /kv?start=&end=&limit=, POST /kv/batch,\n"
+        "      /status, /metrics, /health (see docs/API.md)\n",
+        r->h->o.version, port, port, port, port, port);
+    if (n < 0)
+        return reply_rc(r, BR_ENOMEM);
+    return reply_owned(r, 200, out, (size_t)n, "text/plain; charset=utf-8");
+}
+
+/* GET / : a key, a range, or the usage text. */
+static enum MHD_Result root_get(req *r) {
+    char *key = NULL, *s = NULL, *e = NULL;
+    size_t kl = 0, sl = 0, el = 0;
+    enum MHD_Result res;
+    int hk = arg(r, "key", &key, &kl), hs = arg(r, "start_key", &s, &sl),
+        he = arg(r, "end_key", &e, &el);
+    if (hk < 0 || hs < 0 || he < 0) {
+        r->route = R_root_get;
+        res = reply_err(r, 400, "bad query string: %s needs a value with valid %%-escapes",
+                        hk < 0   ? "key"
+                        : hs < 0 ? "start_key"
+                                 : "end_key");
+    } else if (hk && (hs || he)) {
+        r->route = R_root_get;
+        res = reply_err(r, 400, "use either key or start_key and end_key");
+    } else if (hk) {
+        r->route = R_root_get;
+        res = kl ? do_get(r, key, kl) : reply_err(r, 400, "key is empty");
+    } else if (hs || he) {
+        r->route = R_root_range;
+        if (!hs || !he)
+            res = reply_err(r, 400, "a range needs both start_key and end_key");
+        else
+            res = do_range(r, s, sl, e, el, 0, 0);
+    } else {
+        res = do_usage(r);
+    }
+    free(key), free(s), free(e);
+    return res;
+}
+
+static enum MHD_Result root_delete(req *r) {
+    int hk = arg(r, "key", &r->key, &r->klen);
+    if (hk < 0)
+        return reply_err(r, 400, "bad query string: key needs a value with valid %%-escapes");
+    if (hk == 0)
+        return reply_err(r, 400, "missing parameter key");
+    if (r->klen == 0)
+        return reply_err(r, 400, "key is empty");
+    if (own_wire_key(r))
+        return reply_err(r, 400, INT_KEY_MSG);
+    return start_write(r, submit_delete);
+}
+
+/* Decodes the key of /kv/{key} into r->key. Returns 0, or -1 when a reply
+ * (an error) has been queued instead, its result in *res. */
+static int kv_key(req *r, const char *url, enum MHD_Result *res) {
+    const char *raw = url + 4;
+    size_t n = strlen(raw);
+    r->key = malloc(n + 1);
+    if (!r->key)
+        *res = reply_rc(r, BR_ENOMEM);
+    else if (br_pct_decode(raw, n, r->key, &r->klen, 0))
+        *res = reply_err(r, 400, "bad %%-escape in the key");
+    else if (r->klen == 0)
+        *res = reply_err(r, 400, "key is empty");
+    else if (r->klen > r->h->o.max_key_size)
+        *res = reply_err(r, 400, "key is larger than the configured maximum");
+    else if (own_wire_key(r))
+        *res = reply_err(r, 400, INT_KEY_MSG);
+    else
+        return 0;
+    return -1;
+}
+
+static enum MHD_Result kv_range(req *r) {
+    char *s = NULL, *e = NULL, *l = NULL;
+    size_t sl = 0, el = 0, ll = 0;
+    uint64_t limit = 0;
+    enum MHD_Result res;
+    int hs = arg(r, "start", &s, &sl), he = arg(r, "end", &e, &el), hl = arg(r, "limit", &l, &ll);
+    if (hs < 0 || he < 0 || hl < 0)
+        res = reply_err(r, 400, "bad query string: %s needs a value with valid %%-escapes",
+                        hs < 0   ? "start"
+                        : he < 0 ? "end"
+                                 : "limit");
+    else if (hl && br_parse_u64(l, ll, &limit))
+        res = reply_err(r, 400, "limit must be a non-negative decimal number");
+    else
+        res = do_range(r, hs && sl ? s : NULL, sl, he && el ? e : NULL, el, limit, 1);
+    free(s), free(e), free(l);
+    return res;
+}
+
+static int is(const char *m, const char *want) {
+    return strcmp(m, want) == 0;
+}
+
+/* Classifies a request on its first call; *allow gets the methods its
+ * path takes. */
+static enum route classify(const char *url, const char *m, const char **allow) {
+    int get = is(m, "GET") || is(m, "HEAD");
+    *allow = "GET, HEAD";
+    if (strcmp(url, "/") == 0) {
+        *allow = "GET, HEAD, POST, DELETE";
+        if (get)
+            return R_root_usage;
+        if (is(m, "POST"))
+            return R_root_post;
+        if (is(m, "DELETE"))
+            return R_root_delete;
+        return R_bad_method;
+    }
+    if (strcmp(url, "/kv/batch") == 0 && is(m, "POST"))
+        return R_kv_batch;
+    if (strncmp(url, "/kv/", 4) == 0) {
+        *allow = strcmp(url, "/kv/batch") == 0 ? "GET, HEAD, PUT, DELETE, POST"
+                                               : "GET, HEAD, PUT, DELETE";
+        if (get)
+            return R_kv_get;
+        if (is(m, "PUT"))
+            return R_kv_put;
+        if (is(m, "DELETE"))
+            return R_kv_delete;
+        return R_bad_method;
+    }
+    if (strcmp(url, "/kv") == 0)
+        return get ? R_kv_range : R_bad_method;
+    if (strcmp(url, "/health") == 0)
+        return get ? R_health : R_bad_method;
+    if (strcmp(url, "/status") == 0)
+        return get ? R_status : R_bad_method;
+    if (strcmp(url, "/metrics") == 0)
+        return get ? R_metrics : R_bad_method;
+    return R_not_found;
+}
+
+static enum MHD_Result dispatch(req *r, const char *url, const char *method) {
+    enum MHD_Result res;
+    if (r->too_large)
+        return reply_err(r, 413, "request body is larger than %zu bytes", r->cap);
+    switch (r->route) {
+    case R_root_usage:
+        return root_get(r);
+    case R_root_post:
+        return do_batch(r, 0);
+    case R_root_delete:
+        return root_delete(r);
+    case R_kv_get:
+        if (kv_key(r, url, &res))
+            return res;
+        return do_get(r, r->key, r->klen);
+    case R_kv_put:
+        if (kv_key(r, url, &res))
+            return res;
+        if (r->body.len > r->h->o.max_value_size)
+            return reply_err(r, 413, "value is larger than %zu bytes", r->h->o.max_value_size);
+        return start_write(r, submit_put);
+    case R_kv_delete:
+        if (kv_key(r, url, &res))
+            return res;
+        return start_write(r, submit_delete);
+    case R_kv_range:
+        return kv_range(r);
+    case R_kv_batch:
+        return do_batch(r, 1);
+    case R_health:
+        return reply_text(r, 200, "ok\n");
+    case R_status:
+        return do_status(r);
+    case R_metrics:
+        return do_metrics(r);
+    case R_bad_method:
+        return reply_err(r, 405, "method %s not allowed on %s", method, url);
+    default:
+        return reply_err(r, 404, "no such endpoint: %s (see GET / or docs/API.md)", url);
+    }
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls) {
+    br_http *h = cls;
+    req *r = *con_cls;
+    (void)version;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->h = h;
+        r->conn = conn;
+        clock_gettime(CLOCK_MONOTONIC, &r->t0);
+        r->route = classify(url, method, &r->allow);
+        r->cap = r->route == R_kv_put                                ? h->o.max_value_size
+                 : r->route == R_root_post || r->route == R_kv_batch ? h->o.max_batch_size
+                                                                     : 64 * 1024;
+        *con_cls = r;
+        atomic_fetch_add(&h->active, 1);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        uint64_t len;
+        if (cl && br_parse_u64(cl, strlen(cl), &len) == 0 && len > r->cap) {
+            r->too_large = 1;
+            /* Answer before the body is sent; libmicrohttpd closes the
+             * connection after this reply, which is what we want. */
+            return reply_err(r, 413, "request body is larger than %zu bytes", r->cap);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->phase == P_DONE || r->too_large)
+            return MHD_YES;
+        if (n > r->cap - r->body.len) {
+            r->too_large = 1;
+            free(r->body.p);
+            r->body = (br_buf){0};
+            return MHD_YES;
+        }
+        return br_buf_add(&r->body, upload_data, n) ? MHD_NO : MHD_YES;
+    }
+    switch (r->phase) {
+    case P_NEW:
+        return dispatch(r, url, method);
+    case P_WAITING:
+        return finish_write(r);
+    default:
+        return MHD_YES; /* reply already queued */
+    }
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe) {
+    br_http *h = cls;
+    req *r = *con_cls;
+    (void)conn;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    if (r->phase == P_WAITING) /* resumed, then the client was gone */
+        atomic_fetch_sub(&h->waiting, 1);
+    double secs = since(&r->t0);
+    size_t b = 0;
+    while (b + 1 < NBUCKETS && secs > buckets[b])
+        b++;
+    atomic_fetch_add(&h->lat[b], 1);
+    atomic_fetch_add(&h->lat_sum_ns, (unsigned long long)(secs * 1e9));
+    atomic_fetch_add(&h->lat_count, 1);
+    size_t c = 0;
+    while (c + 1 < NCODES && codes[c] != r->status)
+        c++;
+    if (r->status)
+        atomic_fetch_add(&h->requests[r->route][c], 1);
+    if (h->o.verbose)
+        logf_(h, BR_LOG_DEBUG, "%s %u %.6fs%s", route_names[r->route], r->status, secs,
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+    br_batch_free(r->batch);
+    free(r->key);
+    free(r->body.p);
+    free(r);
+    atomic_fetch_sub(&h->active, 1);
+}
+
+/* Leaves %-escapes and '+' for the server to decode itself (binary-safe,
+ * strict). */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls, (void)c;
+    return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    br_http *h = cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = 0;
+    if (h->o.log)
+        h->o.log(h->o.log_ctx, BR_LOG_DEBUG, msg); /* mostly clients' errors */
+}
+
+/* ---- Life cycle ---------------------------------------------------------- */
+
+void br_http_options_init(br_http_options *o) {
+    memset(o, 0, sizeof *o);
+    o->bind = "127.0.0.1";
+    o->port = 4000;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    o->threads = n > 0 ? (unsigned)n : 2;
+    o->conn_limit = 1024;
+    o->timeout_s = 60;
+    o->max_key_size = 64 * 1024;
+    o->max_value_size = 64u << 20;
+    o->max_batch_size = 64u << 20;
+    o->version = "0.0.0";
+}
+
+int br_http_start(br_service *svc, const br_http_options *o, br_http **out, char *err,
+                  size_t errlen) {
+    *out = NULL;
+    br_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return BR_ENOMEM;
+    h->svc = svc;
+    h->o = *o;
+    h->quiesced_fd = MHD_INVALID_SOCKET;
+    clock_gettime(CLOCK_MONOTONIC, &h->started);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(o->port);
+    if (inet_pton(AF_INET, o->bind, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "--bind wants an IPv4 address, got '%s'", o->bind);
+        free(h);
+        return BR_EINVAL;
+    }
+    /* libmicrohttpd splits the connection cap among its threads. */
+    unsigned int threads = o->threads ? o->threads : 1;
+    if (threads > o->conn_limit)
+        threads = o->conn_limit ? o->conn_limit : 1;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    h->d = MHD_start_daemon(flags, o->port, NULL, NULL, handler, h, MHD_OPTION_EXTERNAL_LOGGER,
+                            mhd_log, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                            MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+                            (unsigned int)o->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned int)o->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                            (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                            MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, h, MHD_OPTION_END);
+    if (!h->d) {
+        int e = errno;
+        snprintf(err, errlen, "cannot listen on %s:%u: %s", o->bind, (unsigned)o->port,
+                 e ? strerror(e) : "libmicrohttpd refused to start");
+        free(h);
+        return e ? -e : BR_EINVAL;
+    }
+    atomic_store(&h->port, br_http_port(h));
+    *out = h;
+    return 0;
+}
+
+uint16_t br_http_port(br_http *h) {
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    return i ? i->port : h->o.port;
+}
+
+unsigned br_http_stop(br_http *h, unsigned timeout_ms) {
+    if (!h)
+        return 0;
+    h->quiesced_fd = MHD_quiesce_daemon(h->d);
+    unsigned waited = 0;
+    while (atomic_load(&h->active) && waited < timeout_ms) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        waited += 10;
+    }
+    unsigned left = atomic_load(&h->active);
+    /* libmicrohttpd must not be stopped with a connection suspended, and a
+     * suspended connection is a write with the service: refuse new writes,
+     * then wait until every accepted write has completed and its connection
+     * has been resumed and answered (a write always completes). */
+    atomic_store(&h->stopping, 1);
+    struct timespec ts = {0, 1000 * 1000};
+    while (atomic_load(&h->submitting))
+        nanosleep(&ts, NULL);
+    while (atomic_load(&h->waiting))
+        nanosleep(&ts, NULL);
+    MHD_stop_daemon(h->d);
+    if (h->quiesced_fd != MHD_INVALID_SOCKET)
+        close(h->quiesced_fd);
+    free(h);
+    return left;
+}
