@@ -1,14 +1,15 @@
 # bitraft — the two commands a new user needs:
 #   make run    build, then start the server (bitraft serve: 127.0.0.1:4000, ./data)
 #   make test   build, then run every test
-# Other targets: build, test-asan, test-tsan, test-long, sim-long, bench, format, clean.
+# Other targets: build, test-asan, test-tsan, test-long, sim-long, fuzz-smoke, bench, format,
+# clean.
 
 BUILD      ?= build
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 RUN_ARGS   ?=
 
-.PHONY: all deps build run test test-asan test-tsan test-long sim-long bench bench-deps format clean
+.PHONY: all deps build run test test-asan test-tsan test-long sim-long fuzz-smoke bench bench-deps format clean
 
 all: build
 
@@ -48,6 +49,17 @@ test-long: build
 sim-long: build
 	BR_TEST_LONG=1 $(BUILD)/tests/sim/bitraft-raft-sim
 
+# The libFuzzer targets (Raft message codec, HTTP parsers) built with clang,
+# each run for FUZZ_SECONDS. A crash fails the target and leaves its input
+# in build-fuzz/.
+FUZZ_SECONDS ?= 20
+fuzz-smoke:
+	@scripts/deps.sh fuzz
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DBR_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec fuzz_http
+	cd build-fuzz && ./tests/sim/fuzz_codec -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
+	cd build-fuzz && ./tests/http/fuzz_http -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
+
 bench-deps:
 	@scripts/deps.sh bench
 
@@ -58,4 +70,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

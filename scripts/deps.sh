@@ -1,12 +1,16 @@
 #!/bin/sh
 # Installs the Debian packages bitraft builds, tests and benchmarks with.
 # As root it runs apt-get; otherwise it prints the exact command and fails.
-# Usage: scripts/deps.sh [build|bench]   (bench adds the reference engines)
+# Usage: scripts/deps.sh [build|bench|fuzz]
+#   bench adds the reference engines, fuzz adds clang and its libFuzzer runtime
 set -eu
 
 pkgs="build-essential cmake pkg-config libxxhash-dev libcriterion-dev libmicrohttpd-dev libcurl4-openssl-dev curl"
 if [ "${1:-build}" = bench ]; then
     pkgs="$pkgs liblmdb-dev libleveldb-dev librocksdb-dev"
+fi
+if [ "${1:-build}" = fuzz ]; then
+    pkgs="$pkgs clang libclang-rt-dev"
 fi
 
 missing=""
