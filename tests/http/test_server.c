@@ -1,0 +1,91 @@
+/* test_server.c - the HTTP server in-process, where the store can be made
+ * to fail: a store error is a 500 with its reason, and the store then
+ * refuses writes while reads go on. */
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bitraft/service.h"
+#include "engine/datafile.h"
+#include "server.h"
+#include "testutil.h"
+
+typedef struct resp {
+    long code;
+    char body[512];
+    size_t len;
+} resp;
+
+static size_t sink(char *p, size_t sz, size_t n, void *ctx) {
+    resp *r = ctx;
+    size_t m = sz * n, room = sizeof r->body - 1 - r->len;
+    memcpy(r->body + r->len, p, m < room ? m : room);
+    r->len += m < room ? m : room;
+    r->body[r->len] = 0;
+    return m;
+}
+
+static resp request(uint16_t port, const char *method, const char *path, const char *body) {
+    resp r = {0};
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    CURLcode rc = curl_easy_perform(c);
+    cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method, path, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.code);
+    curl_easy_cleanup(c);
+    return r;
+}
+
+static int failing_fdatasync(int fd) {
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+Test(server, store_error_is_500_and_the_store_turns_read_only) {
+    char *dir = tu_tmpdir("server");
+    br_service *svc;
+    char err[256] = "";
+    cr_assert_eq(br_service_open_standalone(dir, NULL, NULL, &svc, err, sizeof err), 0, "%s", err);
+    br_http_options ho;
+    br_http_options_init(&ho);
+    ho.port = 0;
+    br_http *h;
+    cr_assert_eq(br_http_start(svc, &ho, &h, err, sizeof err), 0, "%s", err);
+    uint16_t port = br_http_port(h);
+
+    resp r = request(port, "PUT", "/kv/before", "1");
+    cr_assert(r.code == 200 || r.code == 204, "PUT: %ld %s", r.code, r.body);
+
+    br_df_fdatasync = failing_fdatasync;
+    r = request(port, "PUT", "/kv/lost", "2");
+    cr_assert_eq(r.code, 500, "a failed sync: %ld %s", r.code, r.body);
+    cr_assert(strstr(r.body, "store error") != NULL, "the reason is given: %s", r.body);
+    br_df_fdatasync = fdatasync;
+    r = request(port, "PUT", "/kv/after", "3");
+    cr_assert_eq(r.code, 500, "writes stay refused after a failed sync: %ld", r.code);
+    r = request(port, "POST", "/", "key:9,value:9");
+    cr_assert_eq(r.code, 500, "the original's form too: %ld", r.code);
+    r = request(port, "GET", "/kv/before", NULL);
+    cr_assert_eq(r.code, 200, "reads go on: %ld", r.code);
+    cr_assert_str_eq(r.body, "1");
+    r = request(port, "GET", "/kv/after", NULL);
+    cr_assert_eq(r.code, 404);
+
+    cr_assert_eq(br_http_stop(h, 5000), 0);
+    br_service_close(svc);
+    tu_rmrf(dir);
+    free(dir);
+}
