@@ -987,6 +987,10 @@ unsigned br_http_stop(br_http *h, unsigned timeout_ms) {
     if (!h)
         return 0;
     h->quiesced_fd = MHD_quiesce_daemon(h->d);
+    /* From now on a new write, even on a connection already open, is
+     * refused with 503 (a client can retry elsewhere); requests in flight
+     * finish. */
+    atomic_store(&h->stopping, 1);
     unsigned waited = 0;
     while (atomic_load(&h->active) && waited < timeout_ms) {
         struct timespec ts = {0, 10 * 1000 * 1000};
@@ -995,10 +999,9 @@ unsigned br_http_stop(br_http *h, unsigned timeout_ms) {
     }
     unsigned left = atomic_load(&h->active);
     /* libmicrohttpd must not be stopped with a connection suspended, and a
-     * suspended connection is a write with the service: refuse new writes,
-     * then wait until every accepted write has completed and its connection
-     * has been resumed and answered (a write always completes). */
-    atomic_store(&h->stopping, 1);
+     * suspended connection is a write with the service: wait until every
+     * accepted write has completed and its connection has been resumed and
+     * answered (a write always completes). */
     struct timespec ts = {0, 1000 * 1000};
     while (atomic_load(&h->submitting))
         nanosleep(&ts, NULL);

@@ -45,9 +45,10 @@ int br_http_start(br_service *svc, const br_http_options *o, br_http **out, char
 uint16_t br_http_port(br_http *h);
 
 /*
- * Graceful stop: stops accepting connections, waits up to timeout_ms for
- * requests in flight to complete (writes included), then closes every
- * connection and frees the server. Returns the number of requests still in
+ * Graceful stop: stops accepting connections and answers new writes, even
+ * on connections already open, with 503; waits up to timeout_ms for
+ * requests in flight to complete (accepted writes always do), then closes
+ * every connection and frees the server. Returns the number of requests still in
  * flight when it gave up (0 normally).
  */
 unsigned br_http_stop(br_http *h, unsigned timeout_ms);

@@ -89,3 +89,98 @@ Test(server, store_error_is_500_and_the_store_turns_read_only) {
     tu_rmrf(dir);
     free(dir);
 }
+
+/* ---- Shutdown -------------------------------------------------------------- */
+
+#include <pthread.h>
+
+static int slow_fdatasync(int fd) {
+    sleep(2); /* keeps one write in flight while the server stops */
+    return fdatasync(fd);
+}
+
+typedef struct put_arg {
+    uint16_t port;
+    resp r;
+} put_arg;
+
+static void *slow_put(void *p) {
+    put_arg *a = p;
+    a->r = request(a->port, "PUT", "/kv/slow", "s");
+    return NULL;
+}
+
+typedef struct stop_arg {
+    br_http *h;
+    unsigned left;
+} stop_arg;
+
+static void *stopper(void *p) {
+    stop_arg *a = p;
+    a->left = br_http_stop(a->h, 20000);
+    return NULL;
+}
+
+Test(server, writes_during_shutdown_get_503_and_writes_in_flight_finish) {
+    char *dir = tu_tmpdir("server");
+    br_service *svc;
+    char err[256] = "";
+    cr_assert_eq(br_service_open_standalone(dir, NULL, NULL, &svc, err, sizeof err), 0, "%s", err);
+    br_http_options ho;
+    br_http_options_init(&ho);
+    br_http *h;
+    cr_assert_eq(br_http_start(svc, &ho, &h, err, sizeof err), 0, "%s", err);
+    uint16_t port = br_http_port(h);
+
+    /* A keep-alive connection opened before the stop. */
+    CURL *c = curl_easy_init();
+    char url[128];
+    resp r = {0};
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/health", port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
+
+    br_df_fdatasync = slow_fdatasync;
+    put_arg pa = {.port = port};
+    pthread_t tp, ts;
+    pthread_create(&tp, NULL, slow_put, &pa);
+    usleep(300000); /* the slow PUT is waiting for its sync */
+    stop_arg sa = {.h = h};
+    pthread_create(&ts, NULL, stopper, &sa);
+    usleep(300000); /* the server is draining */
+
+    /* A new write on the open connection: refused, 503. */
+    r = (resp){0};
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/kv/late", port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "x");
+    CURLcode cc = curl_easy_perform(c);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    cr_assert_eq(cc, CURLE_OK, "the open connection is served while draining: %s",
+                 curl_easy_strerror(cc));
+    cr_assert_eq(code, 503, "a write during shutdown: %ld %s", code, r.body);
+
+    pthread_join(tp, NULL);
+    pthread_join(ts, NULL);
+    br_df_fdatasync = fdatasync;
+    cr_assert(pa.r.code == 200 || pa.r.code == 204, "the write in flight finished: %ld", pa.r.code);
+    cr_assert_eq(sa.left, 0, "nothing was cut off");
+    br_service_close(svc);
+
+    /* The finished write is on disk; the refused one is not. */
+    br_engine *e;
+    cr_assert_eq(br_engine_open(dir, NULL, &e, err, sizeof err), 0, "%s", err);
+    char v[8];
+    size_t vl;
+    cr_assert_eq(br_engine_get_into(e, "slow", 4, v, sizeof v, &vl), 0);
+    cr_assert_eq(br_engine_get_into(e, "late", 4, v, sizeof v, &vl), BR_ENOTFOUND);
+    br_engine_close(e);
+    tu_rmrf(dir);
+    free(dir);
+}
