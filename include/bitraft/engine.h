@@ -217,6 +217,19 @@ typedef struct br_engine_stats {
 
 void br_engine_stats_get(br_engine *e, br_engine_stats *st);
 
+/* One data file's figures. */
+typedef struct br_file_stats {
+    uint32_t id;         /* the NNNNNNNNNN of its name */
+    uint64_t size;       /* bytes of data (header and records) */
+    uint64_t live_bytes; /* records holding a live value */
+    uint64_t dead_bytes; /* overwritten records and tombstones */
+    int active;          /* the file new writes go to */
+} br_file_stats;
+
+/* Calls fn once per data file, in id order (under the engine's shared
+ * lock: fn must not call back into the engine). */
+void br_engine_file_stats(br_engine *e, void (*fn)(void *ctx, const br_file_stats *fs), void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
  *   local.c   demo, local ...: the engine directly on a data directory
  *   serve.c   serve: the HTTP server
  *   client.c  get, put, del, range, status: a client of a server (libcurl)
+ *   check.c   check: offline verification of a data directory
  *
  * Exit codes, for every subcommand: 0 ok, 1 key not found, 2 usage error,
  * 3 store or server error.
@@ -24,6 +25,8 @@ void cli_usage(FILE *to);
 int cmd_demo(int argc, char **argv);
 int cmd_local(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+/* Exit 0 clean, 1 problems found, 2 usage, 3 cannot open. */
+int cmd_check(int argc, char **argv);
 /* cmd is "get", "put", "del", "range" or "status". */
 int cmd_client(const char *cmd, int argc, char **argv);
 

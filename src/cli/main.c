@@ -24,6 +24,7 @@ void cli_usage(FILE *to) {
                 "       bitraft local del KEY [--data-dir D]\n"
                 "       bitraft local range [START [END]] [--limit N] [--data-dir D]\n"
                 "       bitraft local stats [--data-dir D]\n"
+                "       bitraft check [--data-dir D]   (verify every record and hint, offline)\n"
                 "VALUE is read from standard input when omitted. The server defaults to\n"
                 "127.0.0.1:4000 (bitraft serve --help lists the server's flags).\n"
                 "'local' opens the data directory directly (no server may hold it).\n"
@@ -42,6 +43,8 @@ int main(int argc, char **argv) {
         return cmd_local(argc - 2, argv + 2);
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 2, argv + 2);
     if (strcmp(cmd, "get") == 0 || strcmp(cmd, "put") == 0 || strcmp(cmd, "del") == 0 ||
         strcmp(cmd, "range") == 0 || strcmp(cmd, "status") == 0)
         return cmd_client(cmd, argc - 2, argv + 2);

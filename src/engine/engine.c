@@ -444,3 +444,15 @@ void br_engine_stats_get(br_engine *e, br_engine_stats *st) {
     st->hints_written = STAT_GET(n_hints);
     st->problems = e->problems; /* set during open only */
 }
+
+void br_engine_file_stats(br_engine *e, void (*fn)(void *ctx, const br_file_stats *fs), void *ctx) {
+    pthread_rwlock_rdlock(&e->lock);
+    for (uint32_t i = 0; i < e->files_cap; i++) {
+        const br_datafile *f = e->files[i];
+        if (!f)
+            continue;
+        br_file_stats fs = {f->id, f->size, f->live, f->dead, f == e->active};
+        fn(ctx, &fs);
+    }
+    pthread_rwlock_unlock(&e->lock);
+}
