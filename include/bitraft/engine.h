@@ -72,27 +72,30 @@ typedef enum br_log_level {
 typedef void (*br_log_fn)(void *ctx, br_log_level level, const char *msg);
 
 typedef struct br_engine_options {
-    uint64_t max_file_size;    /* roll the active file over past this size (default 128 MiB,
-                                  at most 2 GiB) */
-    uint32_t max_key_size;     /* longest key accepted (default 64 KiB) */
-    uint32_t max_value_size;   /* longest value accepted (default 64 MiB, at most 1 GiB) */
-    br_sync_policy sync;       /* default BR_SYNC_ALWAYS */
-    uint32_t sync_interval_ms; /* for BR_SYNC_INTERVAL (default 1000) */
-    int repair;                /* nonzero: on open, cut a newest file at its first bad
-                                  record even if valid records follow, and skip bad
-                                  records inside closed files, logging every byte range
-                                  dropped. Zero (default): such damage fails the open
-                                  with BR_ECORRUPT. */
-    int read_only;             /* nonzero: open for reading only (offline tools): a shared
-                                  lock (BR_ELOCKED while a writer has the store), nothing on
-                                  disk is changed (a torn tail is only reported), writes
-                                  return BR_EREADONLY */
-    int verify;                /* nonzero: read every record of every file at open, and
-                                  compare each hint file with its data file; every problem
-                                  is logged at BR_LOG_ERROR (see br_engine_stats.problems) */
-    uint32_t range_readers;    /* threads that read a range's cold records in parallel
-                                  (default 16; 0: ranges read one record at a time) */
-    br_log_fn log;             /* optional; the engine never prints */
+    uint64_t max_file_size;     /* roll the active file over past this size (default 128 MiB,
+                                   at most 2 GiB) */
+    uint32_t max_key_size;      /* longest key accepted (default 64 KiB) */
+    uint32_t max_value_size;    /* longest value accepted (default 64 MiB, at most 1 GiB) */
+    br_sync_policy sync;        /* default BR_SYNC_ALWAYS */
+    uint32_t sync_interval_ms;  /* for BR_SYNC_INTERVAL (default 1000) */
+    int repair;                 /* nonzero: on open, cut a newest file at its first bad
+                                   record even if valid records follow, and skip bad
+                                   records inside closed files, logging every byte range
+                                   dropped. Zero (default): such damage fails the open
+                                   with BR_ECORRUPT. */
+    int read_only;              /* nonzero: open for reading only (offline tools): a shared
+                                   lock (BR_ELOCKED while a writer has the store), nothing on
+                                   disk is changed (a torn tail is only reported), writes
+                                   return BR_EREADONLY */
+    int verify;                 /* nonzero: read every record of every file at open, and
+                                   compare each hint file with its data file; every problem
+                                   is logged at BR_LOG_ERROR (see br_engine_stats.problems) */
+    uint32_t range_readers;     /* threads that read a range's cold records in parallel
+                                   (default 16; 0: ranges read one record at a time) */
+    uint64_t (*clock_ms)(void); /* optional monotonic clock, milliseconds: with it the
+                                  open of a large store logs its speed (MB/s); the
+                                  engine reads no clock of its own */
+    br_log_fn log;              /* optional; the engine never prints */
     void *log_ctx;
 } br_engine_options;
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bitraft/service.h"
@@ -27,6 +28,13 @@
 #define VERSION "0.1.0"
 
 static int log_level = BR_LOG_INFO;
+
+/* The engine's clock for its open progress lines (it reads none itself). */
+static uint64_t clock_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 static void log_stderr(void *ctx, br_log_level lvl, const char *msg) {
     static const char *const names[] = {"error", "warn", "info", "debug"};
@@ -236,6 +244,7 @@ int cmd_serve(int argc, char **argv) {
      * HTTP thread rather than hop to the write pool and back. */
     a.service.inline_writes = 1;
     a.engine.log = log_stderr;
+    a.engine.clock_ms = clock_ms;
     a.http.log = log_stderr;
 
     /* Block the stop signals before any thread starts: every thread

@@ -412,11 +412,12 @@ static int list_files(br_engine *e, uint32_t **ids_out, size_t *n_out) {
 
 /* Loads the entries of f's hint file, if it has a valid one. Returns 0,
  * -ENOENT, BR_ECORRUPT (unusable hint) or BR_ENOMEM. */
-static int load_hint(br_engine *e, recov *rv, br_datafile *f) {
+static int load_hint(br_engine *e, recov *rv, br_datafile *f, uint64_t *bytes) {
     br_hint h;
     int rc = br_hint_open(e->dirfd, f->id, f->size, &h);
     if (rc)
         return rc;
+    *bytes += h.len;
     br_hint *nh = realloc(rv->hints, (rv->nhints + 1) * sizeof *nh);
     if (!nh) {
         br_hint_close(&h);
@@ -473,6 +474,23 @@ static void verify_hint(br_engine *e, const recov *rv, size_t first, const br_da
     br_hint_close(&h);
 }
 
+#define RECOVER_LOG_BYTES (1ull << 30)
+
+/* Logs how far an open has got; with the caller's clock, its speed too. */
+static void log_progress(const br_engine *e, const char *what, size_t files, size_t nfiles,
+                         size_t records, uint64_t bytes, uint64_t t0) {
+    double mb = (double)bytes / 1e6;
+    if (e->o.clock_ms) {
+        double s = (double)(e->o.clock_ms() - t0) / 1000.0;
+        br_engine_log(e, BR_LOG_INFO,
+                      "%s: %s: %zu/%zu files, %zu records, %.0f MB in %.2f s (%.0f MB/s)", e->dir,
+                      what, files, nfiles, records, mb, s, s > 0 ? mb / s : 0.0);
+    } else {
+        br_engine_log(e, BR_LOG_INFO, "%s: %s: %zu/%zu files, %zu records, %.0f MB", e->dir, what,
+                      files, nfiles, records, mb);
+    }
+}
+
 int br_engine_recover(br_engine *e, char *err, size_t errlen) {
     uint32_t *ids = NULL;
     size_t n = 0;
@@ -483,6 +501,8 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
     }
     recov rv = {0};
     size_t hinted = 0;
+    /* Progress of a large open, logged every RECOVER_LOG_BYTES read. */
+    uint64_t t0 = e->o.clock_ms ? e->o.clock_ms() : 0, bytes = 0, next_log = RECOVER_LOG_BYTES;
     for (size_t i = 0; i < n && rc == 0; i++) {
         bool newest = i + 1 == n;
         br_datafile *f;
@@ -499,8 +519,12 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
             break;
         }
         uint64_t end = newest ? f->map_len : f->size;
+        if (bytes >= next_log) {
+            log_progress(e, "reading", i, n, rv.n, bytes, t0);
+            next_log = bytes + RECOVER_LOG_BYTES;
+        }
         if (!newest && !e->o.verify) {
-            int hr = load_hint(e, &rv, f);
+            int hr = load_hint(e, &rv, f, &bytes);
             if (hr == 0) {
                 hinted++;
                 continue;
@@ -519,6 +543,7 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
         }
         size_t first = rv.n;
         rc = scan_file(e, &rv, f, end, newest, err, errlen);
+        bytes += f->size;
         if (rc == 0 && !newest && e->o.verify)
             verify_hint(e, &rv, first, f);
         if (rc == 0 && newest && e->o.read_only) {
@@ -535,9 +560,11 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
         rc = build_index(e, &rv);
     if (rc == BR_ENOMEM)
         br_engine_seterr(err, errlen, "%s: out of memory while rebuilding the index", e->dir);
-    if (rc == 0 && n > 1)
+    if (rc == 0 && n > 1) {
         br_engine_log(e, BR_LOG_INFO, "%s: %zu of %zu closed files loaded from hint files", e->dir,
                       hinted, n - 1);
+        log_progress(e, "index rebuilt", n, n, rv.n, bytes, t0);
+    }
     for (size_t i = 0; i < rv.nhints; i++)
         br_hint_close(&rv.hints[i]);
     free(rv.hints);

@@ -264,3 +264,33 @@ Test(hint, untruncated_closed_file_gets_a_hint_that_sticks) {
     tu_rmrf(dir);
     free(dir);
 }
+
+static uint64_t fake_ms;
+static uint64_t fake_clock(void) {
+    return fake_ms += 250; /* every reading a quarter second later */
+}
+
+static void info_cb(void *ctx, br_log_level lvl, const char *msg) {
+    (void)lvl;
+    if (strstr(msg, "index rebuilt"))
+        snprintf(ctx, 512, "%s", msg);
+}
+
+Test(hint, open_logs_its_progress_with_the_callers_clock) {
+    char *dir = tu_tmpdir("hint");
+    fill(dir);
+    char line[512] = "";
+    br_engine_options o;
+    br_engine_options_init(&o);
+    o.max_file_size = 4096;
+    o.clock_ms = fake_clock;
+    o.log = info_cb;
+    o.log_ctx = line;
+    br_engine *e;
+    cr_assert_eq(br_engine_open(dir, &o, &e, NULL, 0), 0);
+    cr_assert(strstr(line, "files") && strstr(line, "records") && strstr(line, "MB/s"),
+              "progress line: '%s'", line);
+    br_engine_close(e);
+    tu_rmrf(dir);
+    free(dir);
+}
