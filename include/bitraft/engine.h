@@ -22,7 +22,10 @@
  * off (and logged), a batch is applied whole or not at all, a deleted key
  * stays deleted. A record that fails its checksum anywhere else is reported
  * as BR_ECORRUPT naming the file and offset; it is never skipped silently
- * (see br_engine_options.repair). With BR_SYNC_INTERVAL or BR_SYNC_NEVER a
+ * (see br_engine_options.repair). Open reads a closed file's records only
+ * when it has no valid hint file; otherwise damage in it is reported when
+ * the record is read (every read checks the checksum), or by an open with
+ * `verify` (bitraft check). With BR_SYNC_INTERVAL or BR_SYNC_NEVER a
  * crash of the process loses nothing that was acknowledged (the page cache
  * survives it), but a crash of the machine loses the writes since the last
  * sync.

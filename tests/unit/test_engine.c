@@ -405,3 +405,49 @@ Test(engine, cold_ranges_with_range_readers_return_every_record) {
     tu_rmrf(dir);
     free(dir);
 }
+
+Test(engine, failed_seal_at_rollover_fails_the_write_and_the_store_reopens) {
+    /* Under sync=never only rollover syncs (sealing the old file): make
+     * that fail. The write that needed the new file fails, later writes
+     * are refused, reads go on, and a reopened store holds what was
+     * acknowledged and takes writes again. */
+    char *dir = tu_tmpdir("engine");
+    br_engine_options o;
+    br_engine_options_init(&o);
+    o.max_file_size = 4096;
+    o.sync = BR_SYNC_NEVER;
+    br_engine *e = open_or_die(dir, &o);
+    syncs_before_failure = 0;
+    br_df_fdatasync = failing_fdatasync;
+    char k[16], v[200];
+    memset(v, 'v', sizeof v);
+    int acked = 0, rc = 0;
+    for (; acked < 100; acked++) {
+        snprintf(k, sizeof k, "k%03d", acked);
+        if ((rc = br_engine_put(e, k, strlen(k), v, sizeof v)) != 0)
+            break;
+    }
+    br_df_fdatasync = fdatasync;
+    cr_assert_eq(rc, -EIO, "the write that rolled over must fail: %s", br_strerror(rc));
+    cr_assert_gt(acked, 5, "some writes fit in the first file");
+    cr_assert_eq(br_engine_put(e, "later", 5, "x", 1), -EIO, "the store is read-only now");
+    snprintf(k, sizeof k, "k%03d", 0);
+    char got[256];
+    size_t gl;
+    cr_assert_eq(br_engine_get_into(e, k, strlen(k), got, sizeof got, &gl), 0, "reads go on");
+    br_engine_close(e);
+    e = open_or_die(dir, &o);
+    for (int i = 0; i < acked; i++) {
+        snprintf(k, sizeof k, "k%03d", i);
+        cr_assert_eq(br_engine_get_into(e, k, strlen(k), got, sizeof got, &gl), 0, "%s lost", k);
+        cr_assert_eq(gl, sizeof v);
+    }
+    cr_assert_eq(br_engine_put(e, "again", 5, "y", 1), 0);
+    br_engine_close(e);
+    e = open_or_die(dir, &o);
+    char y[4];
+    cr_assert_eq(br_engine_get_into(e, "again", 5, y, sizeof y, &gl), 0);
+    br_engine_close(e);
+    tu_rmrf(dir);
+    free(dir);
+}
