@@ -5,7 +5,7 @@
 #   bench adds the reference engines, fuzz adds clang and its libFuzzer runtime
 set -eu
 
-pkgs="build-essential cmake pkg-config libxxhash-dev libcriterion-dev libmicrohttpd-dev libcurl4-openssl-dev curl"
+pkgs="build-essential cmake pkg-config libxxhash-dev libcriterion-dev libmicrohttpd-dev libcurl4-openssl-dev libuv1-dev curl"
 if [ "${1:-build}" = bench ]; then
     pkgs="$pkgs liblmdb-dev libleveldb-dev librocksdb-dev"
 fi
