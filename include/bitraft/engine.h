@@ -75,35 +75,47 @@ typedef enum br_log_level {
 typedef void (*br_log_fn)(void *ctx, br_log_level level, const char *msg);
 
 typedef struct br_engine_options {
-    uint64_t max_file_size;     /* roll the active file over past this size (default 128 MiB,
-                                   at most 2 GiB) */
-    uint32_t max_key_size;      /* longest key accepted (default 64 KiB) */
-    uint32_t max_value_size;    /* longest value accepted (default 64 MiB, at most 1 GiB) */
-    br_sync_policy sync;        /* default BR_SYNC_ALWAYS */
-    uint32_t sync_interval_ms;  /* for BR_SYNC_INTERVAL (default 1000) */
-    int repair;                 /* nonzero: on open, cut a newest file at its first bad
-                                   record even if valid records follow, and skip bad
-                                   records inside closed files, logging every byte range
-                                   dropped. Zero (default): such damage fails the open
-                                   with BR_ECORRUPT. */
-    int read_only;              /* nonzero: open for reading only (offline tools): a shared
-                                   lock (BR_ELOCKED while a writer has the store), nothing on
-                                   disk is changed (a torn tail is only reported), writes
-                                   return BR_EREADONLY */
-    int verify;                 /* nonzero: read every record of every file at open, and
-                                   compare each hint file with its data file; every problem
-                                   is logged at BR_LOG_ERROR (see br_engine_stats.problems) */
-    uint32_t range_readers;     /* threads that read a range's cold records in parallel
-                                   (default 16; 0: ranges read one record at a time) */
-    uint64_t (*clock_ms)(void); /* optional monotonic clock, milliseconds: with it the
-                                  open of a large store logs its speed (MB/s); the
-                                  engine reads no clock of its own */
-    br_log_fn log;              /* optional; the engine never prints */
+    uint64_t max_file_size;       /* roll the active file over past this size (default 128 MiB,
+                                     at most 2 GiB) */
+    uint32_t max_key_size;        /* longest key accepted (default 64 KiB) */
+    uint32_t max_value_size;      /* longest value accepted (default 64 MiB, at most 1 GiB) */
+    br_sync_policy sync;          /* default BR_SYNC_ALWAYS */
+    uint32_t sync_interval_ms;    /* for BR_SYNC_INTERVAL (default 1000) */
+    int repair;                   /* nonzero: on open, cut a newest file at its first bad
+                                     record even if valid records follow, and skip bad
+                                     records inside closed files, logging every byte range
+                                     dropped. Zero (default): such damage fails the open
+                                     with BR_ECORRUPT. */
+    int read_only;                /* nonzero: open for reading only (offline tools): a shared
+                                     lock (BR_ELOCKED while a writer has the store), nothing on
+                                     disk is changed (a torn tail is only reported), writes
+                                     return BR_EREADONLY */
+    int verify;                   /* nonzero: read every record of every file at open, and
+                                     compare each hint file with its data file; every problem
+                                     is logged at BR_LOG_ERROR (see br_engine_stats.problems) */
+    uint32_t range_readers;       /* threads that read a range's cold records in parallel
+                                     (default 16; 0: ranges read one record at a time) */
+    uint32_t compact_dead_pct;    /* the compaction thread merges closed files whose
+                                     reclaimable bytes reach this percentage of the file
+                                     (default 50; 0: no background compaction, only
+                                     br_engine_compact()) */
+    uint64_t compact_rate;        /* compaction I/O (bytes read plus written) per second
+                                     (default 64 MiB/s; 0: unlimited) */
+    uint32_t compact_interval_ms; /* how often the compaction thread looks for work
+                                     (default 1000; a rollover also wakes it) */
+    uint64_t (*clock_ms)(void);   /* monotonic clock, milliseconds, the only time source of
+                                     the engine: compaction's rate limit and the speed an
+                                     open logs (default br_engine_clock_ms; tests may
+                                     substitute their own) */
+    br_log_fn log;                /* optional; the engine never prints */
     void *log_ctx;
 } br_engine_options;
 
 /* Fills *opts with the defaults above. */
 void br_engine_options_init(br_engine_options *opts);
+
+/* CLOCK_MONOTONIC in milliseconds: the default br_engine_options.clock_ms. */
+uint64_t br_engine_clock_ms(void);
 
 /*
  * Opens (creating if needed) the store in directory dir and rebuilds its
@@ -205,6 +217,32 @@ int br_engine_range(br_engine *e, const void *start, size_t slen, const void *en
 /* Makes every write acknowledged so far durable, whatever the policy. */
 int br_engine_sync(br_engine *e);
 
+/* ---- Compaction ---------------------------------------------------------- */
+
+/*
+ * Compaction (merge) reclaims the space of overwritten values and of
+ * tombstones no longer needed. It picks closed data files whose
+ * reclaimable bytes are at least min_dead_pct percent of the file (0: any
+ * reclaimable byte), groups them in id order so that each group's live
+ * data fits one file, and rewrites each group's live records into one new
+ * file (a merge output) plus its hint file. It runs beside readers and
+ * writers: an index entry moves to the new file only if it still points at
+ * the old place (a write during the merge wins), and an old file is
+ * deleted only once no reader uses it. A tombstone is dropped only when no
+ * file outside the group can hold an older record of its key, so a deleted
+ * key never comes back — after a restart or a crash at any point of a
+ * merge (the output is adopted whole when its rename is durable; before,
+ * the inputs stand). I/O is paced at compact_rate.
+ *
+ * br_engine_compact() runs a compaction now, in the calling thread, and
+ * returns when it is done (one compaction runs at a time: it waits for the
+ * background one). Returns 0, BR_EREADONLY, BR_ECLOSED when the engine is
+ * closing, BR_ECORRUPT when an input holds a bad record (that group is left
+ * as it was; the error names the file in the log), or an I/O error (e.g.
+ * -ENOSPC; the half-written output is removed, nothing else changes).
+ */
+int br_engine_compact(br_engine *e, uint32_t min_dead_pct);
+
 typedef struct br_engine_stats {
     uint64_t keys;        /* live keys */
     uint64_t data_files;  /* data files on disk */
@@ -219,6 +257,15 @@ typedef struct br_engine_stats {
     uint64_t write_groups;  /* group commits (one write + at most one sync each) */
     uint64_t hints_written; /* hint files written since open */
     uint64_t problems;      /* damage found at open (torn tails, bad records or hints) */
+    /* Compaction since open. */
+    uint64_t compactions;           /* merges done (one output file each) */
+    uint64_t compact_files_in;      /* input files they replaced */
+    uint64_t compact_bytes_read;    /* bytes of input files read */
+    uint64_t compact_bytes_written; /* bytes of output files written */
+    uint64_t compact_reclaimed;     /* input bytes minus output bytes */
+    uint64_t compact_running;       /* 1 while a compaction runs */
+    uint64_t compact_todo_bytes;    /* the running compaction: input bytes in all */
+    uint64_t compact_done_bytes;    /*   and read so far */
 } br_engine_stats;
 
 void br_engine_stats_get(br_engine *e, br_engine_stats *st);
@@ -230,6 +277,7 @@ typedef struct br_file_stats {
     uint64_t live_bytes; /* records holding a live value */
     uint64_t dead_bytes; /* overwritten records and tombstones */
     int active;          /* the file new writes go to */
+    int merged;          /* written by compaction */
 } br_file_stats;
 
 /* Calls fn once per data file, in id order (under the engine's shared

@@ -31,6 +31,7 @@ static bool apply_record(br_engine *e, br_datafile *f, uint64_t off, const uint8
     if (del) {
         existed = br_kd_del(e->kd, key, klen, &old);
         f->dead += size; /* a tombstone never holds a live value */
+        f->tomb += size;
     } else {
         br_loc loc = {f->id, (uint32_t)off, vlen};
         existed = br_kd_put(e->kd, key, klen, loc, &old);
@@ -90,7 +91,7 @@ static int rollover(br_engine *e, size_t need) {
         cap = BR_FILE_HEADER_SIZE + need;
     br_datafile *old = e->active, *f;
     pthread_mutex_unlock(&e->wmu);
-    int rc = br_df_create(e->dirfd, old->id + 1, cap, &f);
+    int rc = br_df_create(e->dirfd, atomic_fetch_add(&e->next_id, 1), cap, &f);
     if (rc == 0) {
         pthread_rwlock_wrlock(&e->lock);
         rc = br_engine_add_file(e, f);
@@ -106,8 +107,14 @@ static int rollover(br_engine *e, size_t need) {
     }
     int src = br_df_seal(old); /* syncs what a lazy policy left unsynced */
     STAT_ADD(n_syncs, 1);
+    if (src == 0) {
+        pthread_rwlock_wrlock(&e->lock);
+        old->sealed = 1; /* compaction may merge it from now on */
+        pthread_rwlock_unlock(&e->lock);
+    }
     if (src == 0 && br_engine_queue_hint(e, old->id) != 0)
         br_engine_log(e, BR_LOG_WARN, "%010u.data: no memory to queue its hint file", old->id);
+    br_compact_wake(e); /* a closed file more: maybe something to merge */
     pthread_mutex_lock(&e->wmu);
     e->wpos = BR_FILE_HEADER_SIZE;
     e->synced_file = f->id;

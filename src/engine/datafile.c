@@ -68,7 +68,7 @@ int br_df_create(int dirfd, uint32_t id, uint64_t cap, br_datafile **out) {
     if ((rc = preallocate(f->fd, cap)) != 0)
         goto fail;
     uint8_t hdr[BR_FILE_HEADER_SIZE];
-    br_file_header_encode(hdr, id);
+    br_file_header_encode(hdr, id, 0, 0);
     if (pwrite(f->fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) {
         rc = errno ? -errno : -EIO;
         goto fail;

@@ -19,10 +19,16 @@ typedef struct br_datafile {
     int fd;       /* open while active; -1 once sealed */
     uint8_t *map; /* map of map_len bytes from offset 0 */
     size_t map_len;
-    uint64_t size;   /* end of the last valid record (header included) */
-    uint64_t live;   /* bytes of records holding a live value */
-    uint64_t dead;   /* bytes of overwritten records and tombstones */
-    atomic_int refs; /* readers using the map right now */
+    uint64_t size;         /* end of the last valid record (header included) */
+    uint64_t live;         /* bytes of records holding a live value */
+    uint64_t dead;         /* bytes of overwritten records and tombstones */
+    uint64_t tomb;         /* of dead: bytes of tombstones */
+    int merged;            /* a merge output (its header says so) */
+    int sealed;            /* closed and synced: compaction may take it (set under the
+                              engine's exclusive lock) */
+    uint64_t min_seq;      /* merge outputs: smallest sequence number held (else unused) */
+    uint64_t tomb_max_seq; /* merge outputs: largest sequence number of a tombstone */
+    atomic_int refs;       /* readers using the map right now */
 } br_datafile;
 
 /* The fdatasync every data file sync goes through; tests replace it to

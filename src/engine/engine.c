@@ -37,6 +37,16 @@ void br_engine_options_init(br_engine_options *o) {
     o->sync = BR_SYNC_ALWAYS;
     o->sync_interval_ms = 1000;
     o->range_readers = 16;
+    o->compact_dead_pct = 50;
+    o->compact_rate = 64u << 20;
+    o->compact_interval_ms = 1000;
+    o->clock_ms = br_engine_clock_ms;
+}
+
+uint64_t br_engine_clock_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void br_engine_log(const br_engine *e, br_log_level lvl, const char *fmt, ...) {
@@ -86,6 +96,13 @@ int br_engine_add_file(br_engine *e, br_datafile *f) {
     return 0;
 }
 
+void br_engine_remove_file(br_engine *e, br_datafile *f) {
+    if (f->id < e->files_cap && e->files[f->id] == f) {
+        e->files[f->id] = NULL;
+        e->nfiles--;
+    }
+}
+
 /* ---- Hint writer ---------------------------------------------------------------- */
 
 /* Queues closed file id for a hint file. Returns 0 or BR_ENOMEM. */
@@ -126,10 +143,17 @@ static void *hinter_main(void *arg) {
         memmove(e->hq, e->hq + 1, (--e->hq_n) * sizeof *e->hq);
         pthread_mutex_unlock(&e->hmu);
         /* Closed files are immutable and stay mapped while the engine is open. */
+        /* Closed files are immutable; the pin keeps compaction from
+         * deleting one while its hint is written. A file already merged
+         * away is gone from the table and needs no hint. */
         pthread_rwlock_rdlock(&e->lock);
         br_datafile *f = id < e->files_cap ? e->files[id] : NULL;
+        if (f)
+            atomic_fetch_add_explicit(&f->refs, 1, memory_order_acquire);
         pthread_rwlock_unlock(&e->lock);
         int rc = f ? br_hint_write(e->dirfd, f) : 0;
+        if (f)
+            atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
         if (rc)
             br_engine_log(e, BR_LOG_WARN, "%010u.data: cannot write its hint file: %s", id,
                           br_strerror(rc));
@@ -156,10 +180,13 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     if (o.max_file_size < 4096 || o.max_file_size > BR_MAX_FILE_CAP || o.max_key_size == 0 ||
         o.max_key_size > (1u << 30) || o.max_value_size > BR_MAX_VALUE_CAP ||
         o.range_readers > 256 || (o.sync == BR_SYNC_INTERVAL && o.sync_interval_ms == 0) ||
+        o.compact_dead_pct > 100 || (o.compact_dead_pct && o.compact_interval_ms == 0) ||
         o.sync > BR_SYNC_NEVER) {
         br_engine_seterr(err, errlen, "invalid engine options");
         return BR_EINVAL;
     }
+    if (!o.clock_ms)
+        o.clock_ms = br_engine_clock_ms;
     br_engine *e = calloc(1, sizeof *e);
     if (!e)
         return BR_ENOMEM;
@@ -177,6 +204,10 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     pthread_mutex_init(&e->hmu, NULL);
     pthread_cond_init(&e->hcv, NULL);
     pthread_cond_init(&e->scv, NULL);
+    pthread_mutex_init(&e->cmu, NULL);
+    pthread_mutex_init(&e->cwmu, NULL);
+    pthread_cond_init(&e->ccv, NULL);
+    atomic_init(&e->next_id, 1);
     int rc = 0;
     e->dir = strdup(dir);
     e->kd = br_kd_new();
@@ -223,7 +254,8 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     }
     if (!e->active) {
         br_datafile *f;
-        if ((rc = br_df_create(e->dirfd, 1, e->o.max_file_size, &f)) != 0) {
+        if ((rc = br_df_create(e->dirfd, atomic_fetch_add(&e->next_id, 1), e->o.max_file_size,
+                               &f)) != 0) {
             br_engine_seterr(err, errlen, "%s: cannot create the first data file: %s", dir,
                              br_strerror(rc));
             goto fail;
@@ -252,6 +284,8 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
         }
         e->syncer_running = true;
     }
+    if ((rc = br_compact_start(e)) != 0)
+        goto fail;
     br_engine_log(e, BR_LOG_INFO, "%s: opened, %zu keys in %u files, last seq %llu", dir,
                   br_kd_count(e->kd), e->nfiles, (unsigned long long)e->seq);
     *out = e;
@@ -268,6 +302,8 @@ int br_engine_close(br_engine *e) {
     if (!e)
         return 0;
     int rc = 0;
+    /* First: a merge in progress is abandoned (its output removed). */
+    br_compact_stop(e);
     if (e->syncer_running) {
         pthread_mutex_lock(&e->smu);
         e->stopping = true;
@@ -289,6 +325,7 @@ int br_engine_close(br_engine *e) {
         pthread_join(e->hinter, NULL);
     }
     br_ra_free(e->ra); /* its queued reads hold pins: before the files go */
+    br_compact_release(e);
     for (uint32_t i = 0; i < e->files_cap; i++)
         br_df_free(e->files[i]);
     free(e->files);
@@ -305,6 +342,9 @@ int br_engine_close(br_engine *e) {
     pthread_cond_destroy(&e->hcv);
     free(e->hq);
     pthread_cond_destroy(&e->scv);
+    pthread_mutex_destroy(&e->cmu);
+    pthread_mutex_destroy(&e->cwmu);
+    pthread_cond_destroy(&e->ccv);
     free(e->dir);
     free(e);
     return rc;
@@ -443,6 +483,14 @@ void br_engine_stats_get(br_engine *e, br_engine_stats *st) {
     st->write_groups = STAT_GET(n_groups);
     st->hints_written = STAT_GET(n_hints);
     st->problems = e->problems; /* set during open only */
+    st->compactions = STAT_GET(n_compactions);
+    st->compact_files_in = STAT_GET(n_compact_in);
+    st->compact_bytes_read = STAT_GET(n_compact_read);
+    st->compact_bytes_written = STAT_GET(n_compact_written);
+    st->compact_reclaimed = STAT_GET(n_compact_reclaimed);
+    st->compact_running = STAT_GET(compact_running);
+    st->compact_todo_bytes = STAT_GET(compact_todo);
+    st->compact_done_bytes = STAT_GET(compact_done);
 }
 
 void br_engine_file_stats(br_engine *e, void (*fn)(void *ctx, const br_file_stats *fs), void *ctx) {
@@ -451,7 +499,7 @@ void br_engine_file_stats(br_engine *e, void (*fn)(void *ctx, const br_file_stat
         const br_datafile *f = e->files[i];
         if (!f)
             continue;
-        br_file_stats fs = {f->id, f->size, f->live, f->dead, f == e->active};
+        br_file_stats fs = {f->id, f->size, f->live, f->dead, f == e->active, f->merged};
         fn(ctx, &fs);
     }
     pthread_rwlock_unlock(&e->lock);

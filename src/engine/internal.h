@@ -75,6 +75,7 @@ struct br_engine {
     uint32_t files_cap;
     uint32_t nfiles;
     br_datafile *active; /* changed only by the leader, under `lock` */
+    atomic_uint next_id; /* id of the next file created (rollover, merge) */
 
     /* Group commit (engine.c explains the pipeline). All under wmu. */
     pthread_mutex_t wmu;
@@ -103,6 +104,19 @@ struct br_engine {
     size_t hq_n, hq_cap;
     bool hstop;
 
+    /* Compaction (compact.c): one at a time (cmu); the background thread
+     * waits on ccv (under cwmu) for the interval, a rollover or close. */
+    pthread_mutex_t cmu;
+    pthread_t compactor;
+    bool compactor_running;
+    pthread_mutex_t cwmu;
+    pthread_cond_t ccv;
+    bool cwake;
+    atomic_bool cstop;
+    /* Replaced files still pinned by readers, deleted once unpinned (cmu). */
+    br_datafile **grave;
+    size_t ngrave, grave_cap;
+
     /* Interval sync thread. */
     pthread_t syncer;
     bool syncer_running;
@@ -112,6 +126,8 @@ struct br_engine {
 
     /* Counters (relaxed atomics). */
     atomic_uint_fast64_t n_puts, n_dels, n_batches, n_gets, n_syncs, n_groups, n_hints;
+    atomic_uint_fast64_t n_compactions, n_compact_in, n_compact_read, n_compact_written,
+        n_compact_reclaimed, compact_running, compact_todo, compact_done;
 };
 
 /* Reads the record at loc in f (pinned by the caller) after checking it:
@@ -142,6 +158,29 @@ int br_engine_add_file(br_engine *e, br_datafile *f);
 
 /* Queues closed file id for the hint writer. Returns 0 or BR_ENOMEM. */
 int br_engine_queue_hint(br_engine *e, uint32_t id);
+
+/* Starts the compaction thread (compact.c); returns 0 or BR_ENOMEM. */
+int br_compact_start(br_engine *e);
+/* Stops it; an unfinished merge is abandoned, its output removed. */
+void br_compact_stop(br_engine *e);
+/* Deletes and frees the replaced files still waiting (close, after every
+ * reader and the range reader pool are gone). */
+void br_compact_release(br_engine *e);
+/* Wakes the compaction thread (after a rollover). */
+void br_compact_wake(br_engine *e);
+
+/* Tests: called at each step of a merge (a crash test exits there). */
+enum {
+    BR_COMPACT_STEP_COPIED = 1,  /* records copied, output not yet committed */
+    BR_COMPACT_STEP_SYNCED,      /* output synced, not yet renamed */
+    BR_COMPACT_STEP_RENAMED,     /* output renamed into place (committed) */
+    BR_COMPACT_STEP_ADOPTED,     /* index moved, inputs not yet deleted */
+    BR_COMPACT_STEP_DELETED_ONE, /* one input deleted */
+};
+extern void (*br_compact_test_hook)(int step);
+
+/* Removes file f from the table (exclusive lock held). */
+void br_engine_remove_file(br_engine *e, br_datafile *f);
 
 /* Writes a one-line reason into err[0..errlen) when err is not NULL. */
 void br_engine_seterr(char *err, size_t errlen, const char *fmt, ...)

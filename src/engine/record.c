@@ -60,15 +60,19 @@ int br_rec_verify(const uint8_t *p, const br_rec_hdr *h) {
     return br_checksum(p + 4, len - 4) == h->checksum ? 0 : BR_ECORRUPT;
 }
 
-void br_file_header_encode(uint8_t out[BR_FILE_HEADER_SIZE], uint32_t file_id) {
+void br_file_header_encode(uint8_t out[BR_FILE_HEADER_SIZE], uint32_t file_id, uint32_t flags,
+                           uint64_t list_off) {
     memset(out, 0, BR_FILE_HEADER_SIZE);
     memcpy(out, BR_FILE_MAGIC, 8);
     br_put32(out + 8, BR_FILE_VERSION);
     br_put32(out + 12, file_id);
+    br_put64(out + 16, list_off);
+    br_put32(out + 24, flags);
     br_put32(out + 28, br_checksum(out, 28));
 }
 
-int br_file_header_check(const uint8_t *p, size_t avail, uint32_t file_id) {
+int br_file_header_check(const uint8_t *p, size_t avail, uint32_t file_id, uint32_t *flags,
+                         uint64_t *list_off) {
     if (avail < BR_FILE_HEADER_SIZE || memcmp(p, BR_FILE_MAGIC, 8) != 0)
         return BR_ECORRUPT;
     if (br_get32(p + 28) != br_checksum(p, 28))
@@ -77,5 +81,14 @@ int br_file_header_check(const uint8_t *p, size_t avail, uint32_t file_id) {
         return BR_EFORMAT;
     if (br_get32(p + 12) != file_id)
         return BR_ECORRUPT;
+    uint32_t fl = br_get32(p + 24);
+    uint64_t lo = br_get64(p + 16);
+    /* Only a merge output has a list, and it lies after the header. */
+    if ((fl & ~BR_FILE_MERGED) || ((fl & BR_FILE_MERGED) ? lo < BR_FILE_HEADER_SIZE : lo != 0))
+        return BR_ECORRUPT;
+    if (flags)
+        *flags = fl;
+    if (list_off)
+        *list_off = lo;
     return 0;
 }

@@ -9,8 +9,8 @@
  *   |      0 | magic "BRDATA\r\n" (8 bytes)                            |
  *   |      8 | u32 format version (1)                                  |
  *   |     12 | u32 file id (equals the id in the file name)            |
- *   |     16 | u64 reserved (0)                                        |
- *   |     24 | u32 reserved (0)                                        |
+ *   |     16 | u64 merge outputs: offset of the input list; else 0     |
+ *   |     24 | u32 flags: 0x01 merge output; no other bit is valid     |
  *   |     28 | u32 checksum: low 32 bits of XXH3-64 of bytes 0..27     |
  *   +--------+---------------------------------------------------------+
  *
@@ -41,6 +41,21 @@
  * neither flag. Recovery applies a batch only when it has read its commit
  * record; records of a batch with no commit at the tail of the newest file
  * are cut off with the torn tail.
+ *
+ * Merge outputs (written by compaction, see compact.c) hold the live
+ * records of the files they replace, without batch framing, each with its
+ * original sequence number, followed at the offset in the header by the
+ * list of the files they replace:
+ *
+ *   +--------+---------------------------------------------------------+
+ *   |      0 | u32 number of input files n                             |
+ *   |      4 | u32 input file id, n times                              |
+ *   |  4+4n  | u32 checksum: low 32 bits of XXH3-64 of bytes 0..4+4n-1 |
+ *   +--------+---------------------------------------------------------+
+ *
+ * which ends the file. A merge output is created as `.tmp` and renamed
+ * into place only when whole and synced; from then on its inputs count as
+ * deleted, whether or not their files are still there.
  *
  * Write order: records are copied into the file (through a shared memory
  * map of the preallocated file) by the one group-commit leader; under
@@ -119,9 +134,15 @@ int br_rec_decode(const uint8_t *p, size_t avail, br_rec_hdr *h);
 /* Verifies the checksum of a record whose header h was read from p. */
 int br_rec_verify(const uint8_t *p, const br_rec_hdr *h);
 
-/* Encodes / checks a file header. br_file_header_check returns 0,
- * BR_EFORMAT (other version) or BR_ECORRUPT. */
-void br_file_header_encode(uint8_t out[BR_FILE_HEADER_SIZE], uint32_t file_id);
-int br_file_header_check(const uint8_t *p, size_t avail, uint32_t file_id);
+#define BR_FILE_MERGED 0x01u /* file header flag: a merge output */
+
+/* Encodes a file header; a merge output passes BR_FILE_MERGED and the
+ * offset of its input list (else 0, 0). */
+void br_file_header_encode(uint8_t out[BR_FILE_HEADER_SIZE], uint32_t file_id, uint32_t flags,
+                           uint64_t list_off);
+/* Checks a file header. Returns 0 (with *flags and *list_off set when not
+ * NULL), BR_EFORMAT (other version) or BR_ECORRUPT. */
+int br_file_header_check(const uint8_t *p, size_t avail, uint32_t file_id, uint32_t *flags,
+                         uint64_t *list_off);
 
 #endif

@@ -4,9 +4,11 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/hint.h"
@@ -23,6 +25,7 @@
 typedef struct rec_ent {
     uint64_t head;      /* key bytes [prefix, prefix + 8), big-endian: the sort key */
     const uint8_t *key; /* in the data file's map, or the hint's */
+    uint64_t seq;       /* decides which of a key's records is the newest */
     uint32_t file_id;
     uint32_t offset;
     uint32_t vlen;
@@ -39,7 +42,7 @@ typedef struct recov {
 } recov;
 
 static int recov_push(recov *rv, uint32_t file_id, uint64_t off, const uint8_t *key, uint32_t klen,
-                      uint32_t vlen, bool del) {
+                      uint32_t vlen, bool del, uint64_t seq) {
     if (rv->n == rv->cap) {
         size_t cap = rv->cap ? rv->cap * 2 : 4096;
         rec_ent *nv = realloc(rv->v, cap * sizeof *nv);
@@ -48,13 +51,14 @@ static int recov_push(recov *rv, uint32_t file_id, uint64_t off, const uint8_t *
         rv->v = nv;
         rv->cap = cap;
     }
-    rv->v[rv->n++] = (rec_ent){0, key, file_id, (uint32_t)off, vlen, klen | (del ? REC_DEL : 0)};
+    rv->v[rv->n++] =
+        (rec_ent){0, key, seq, file_id, (uint32_t)off, vlen, klen | (del ? REC_DEL : 0)};
     return 0;
 }
 
 static int recov_push_rec(recov *rv, const br_datafile *f, uint64_t off, const br_rec_hdr *h) {
     return recov_push(rv, f->id, off, f->map + off + BR_REC_HEADER_SIZE, h->klen, h->vlen,
-                      h->flags & BR_REC_TOMBSTONE);
+                      h->flags & BR_REC_TOMBSTONE, h->seq);
 }
 
 typedef struct pending_rec {
@@ -123,7 +127,7 @@ static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool
                      size_t errlen) {
     char name[48];
     br_df_name(name, sizeof name, f->id);
-    int rc = br_file_header_check(f->map, end, f->id);
+    int rc = br_file_header_check(f->map, end, f->id, NULL, NULL);
     if (rc) {
         br_engine_seterr(err, errlen, "%s: bad file header (%s)", name, br_strerror(rc));
         return rc;
@@ -258,7 +262,8 @@ static int radix_sort(rec_ent **v, rec_ent **tmp, size_t n) {
     return 0;
 }
 
-/* Full order: key bytes, then log order (file, offset). */
+/* Full order: key bytes, then file and offset (which record of a key is
+ * the newest is decided by sequence number). */
 static int rec_cmp(const void *a, const void *b) {
     const rec_ent *x = a, *y = b;
     uint32_t xl = x->klen & ~REC_DEL, yl = y->klen & ~REC_DEL;
@@ -274,9 +279,12 @@ static int rec_cmp(const void *a, const void *b) {
 }
 
 /*
- * Sorts the records by key (log order among equal keys) and builds the index:
- * of each key's records the newest decides, a tombstone meaning absent.
- * Sets every file's live and dead byte counts.
+ * Sorts the records by key and builds the index: of each key's records the
+ * one with the highest sequence number decides (merge outputs hold old
+ * records under new file ids, so file order is not log order), a tombstone
+ * meaning absent. Records that share a number are one batch's, in one
+ * file: the later one wins. Sets every file's live, dead and tombstone
+ * byte counts and its smallest sequence number.
  */
 static int build_index(br_engine *e, recov *rv) {
     size_t n = rv->n;
@@ -343,15 +351,30 @@ static int build_index(br_engine *e, recov *rv) {
                    memcmp(rv->v[j].key, k, kl) == 0)
                 j++;
         }
+        size_t win = i;
+        for (size_t x = i + 1; x < j; x++) {
+            const rec_ent *r = &rv->v[x], *w = &rv->v[win];
+            if (r->seq > w->seq ||
+                (r->seq == w->seq &&
+                 (r->file_id > w->file_id || (r->file_id == w->file_id && r->offset > w->offset))))
+                win = x;
+        }
         for (size_t x = i; x < j; x++) {
             const rec_ent *r = &rv->v[x];
             br_datafile *f = e->files[r->file_id];
             uint64_t size = br_rec_size(kl, r->vlen);
-            if (x + 1 == j && !(r->klen & REC_DEL)) {
+            if (r->seq < f->min_seq)
+                f->min_seq = r->seq;
+            if (x == win && !(r->klen & REC_DEL)) {
                 f->live += size;
                 br_kd_put(e->kd, k, kl, (br_loc){r->file_id, r->offset, r->vlen}, NULL);
             } else {
                 f->dead += size;
+                if (r->klen & REC_DEL) {
+                    f->tomb += size;
+                    if (r->seq > f->tomb_max_seq)
+                        f->tomb_max_seq = r->seq;
+                }
             }
         }
         i = j;
@@ -412,9 +435,9 @@ static int list_files(br_engine *e, uint32_t **ids_out, size_t *n_out) {
 
 /* Loads the entries of f's hint file, if it has a valid one. Returns 0,
  * -ENOENT, BR_ECORRUPT (unusable hint) or BR_ENOMEM. */
-static int load_hint(br_engine *e, recov *rv, br_datafile *f, uint64_t *bytes) {
+static int load_hint(br_engine *e, recov *rv, br_datafile *f, uint64_t disk_size, uint64_t *bytes) {
     br_hint h;
-    int rc = br_hint_open(e->dirfd, f->id, f->size, &h);
+    int rc = br_hint_open(e->dirfd, f->id, disk_size, &h);
     if (rc)
         return rc;
     *bytes += h.len;
@@ -425,12 +448,17 @@ static int load_hint(br_engine *e, recov *rv, br_datafile *f, uint64_t *bytes) {
     }
     rv->hints = nh;
     rv->hints[rv->nhints++] = h;
-    size_t pos = BR_HINT_HEADER_SIZE;
+    size_t pos = BR_HINT_HEADER_SIZE, n0 = rv->n;
     br_hint_entry he;
     while (br_hint_next(&h, &pos, &he)) {
         if (he.seq > e->seq)
             e->seq = he.seq;
-        if ((rc = recov_push(rv, f->id, he.offset, he.key, he.klen, he.vlen, he.tombstone)) != 0)
+        if (he.offset + br_rec_size(he.klen, he.vlen) > f->size) {
+            rv->n = n0;         /* the file will be scanned instead */
+            return BR_ECORRUPT; /* an entry in a merge output's input list */
+        }
+        if ((rc = recov_push(rv, f->id, he.offset, he.key, he.klen, he.vlen, he.tombstone,
+                             he.seq)) != 0)
             return rc;
     }
     return 0;
@@ -438,11 +466,12 @@ static int load_hint(br_engine *e, recov *rv, br_datafile *f, uint64_t *bytes) {
 
 /* verify: compares f's hint file, if any, with the records just scanned
  * from f (rv->v[first..]), logging and counting every difference. */
-static void verify_hint(br_engine *e, const recov *rv, size_t first, const br_datafile *f) {
+static void verify_hint(br_engine *e, const recov *rv, size_t first, const br_datafile *f,
+                        uint64_t disk_size) {
     char name[48];
     br_hint_name(name, sizeof name, f->id);
     br_hint h;
-    int rc = br_hint_open(e->dirfd, f->id, f->size, &h);
+    int rc = br_hint_open(e->dirfd, f->id, disk_size, &h);
     if (rc == -ENOENT)
         return; /* none yet: it is only an optimization */
     if (rc) {
@@ -455,7 +484,7 @@ static void verify_hint(br_engine *e, const recov *rv, size_t first, const br_da
     br_hint_entry he;
     while (!bad && br_hint_next(&h, &pos, &he)) {
         const rec_ent *r = i < rv->n ? &rv->v[i] : NULL;
-        if (!r || r->offset != he.offset || r->vlen != he.vlen ||
+        if (!r || r->offset != he.offset || r->vlen != he.vlen || r->seq != he.seq ||
             r->klen != (he.klen | (he.tombstone ? REC_DEL : 0)) ||
             memcmp(r->key, he.key, he.klen) != 0) {
             br_engine_log(e, BR_LOG_ERROR, "%s: entry for offset %u does not match its data file",
@@ -491,6 +520,131 @@ static void log_progress(const br_engine *e, const char *what, size_t files, siz
     }
 }
 
+/* What the first pass learns of a file from its header. */
+typedef struct file_info {
+    uint32_t id;
+    bool merged;     /* a merge output */
+    bool superseded; /* an input of a merge output that is on disk */
+    uint64_t list_off;
+} file_info;
+
+static int cmp_id(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = ((const file_info *)b)->id;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Reads a merge output's input list (the bytes from list_off to the end of
+ * the file) and marks its inputs that are on disk as superseded. Returns 0
+ * or BR_ECORRUPT with the reason in err.
+ */
+static int read_input_list(br_engine *e, file_info *fi, size_t n, size_t at, char *err,
+                           size_t errlen) {
+    char name[48];
+    br_df_name(name, sizeof name, fi[at].id);
+    int fd = openat(e->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    uint8_t *buf = NULL;
+    int rc = fstat(fd, &st) != 0 ? -errno : 0;
+    uint64_t len = rc ? 0 : (uint64_t)st.st_size - fi[at].list_off;
+    if (rc == 0 && ((uint64_t)st.st_size < fi[at].list_off + 8 || len > (1u << 20)))
+        rc = BR_ECORRUPT;
+    if (rc == 0 && !(buf = malloc(len)))
+        rc = BR_ENOMEM;
+    if (rc == 0 && pread(fd, buf, len, (off_t)fi[at].list_off) != (ssize_t)len)
+        rc = BR_ECORRUPT;
+    close(fd);
+    uint32_t cnt = rc == 0 ? br_get32(buf) : 0;
+    if (rc == 0 &&
+        ((uint64_t)cnt * 4 + 8 != len || br_get32(buf + len - 4) != br_checksum(buf, len - 4)))
+        rc = BR_ECORRUPT;
+    for (uint32_t i = 0; rc == 0 && i < cnt; i++) {
+        uint32_t id = br_get32(buf + 4 + 4 * i);
+        file_info *in = bsearch(&id, fi, n, sizeof *fi, cmp_id);
+        if (in && in->id < fi[at].id) /* an input is always older than its output */
+            in->superseded = true;
+    }
+    free(buf);
+    if (rc == BR_ECORRUPT)
+        br_engine_seterr(err, errlen, "%s/%s: merge output with a bad input list", e->dir, name);
+    return rc;
+}
+
+/*
+ * First pass: reads every file's header. Merge outputs list the files they
+ * replace; those still on disk (a crash came before they were deleted) are
+ * superseded and not read. The active file is the newest file that is not
+ * a merge output.
+ */
+static int classify(br_engine *e, const uint32_t *ids, size_t n, file_info **out, char *err,
+                    size_t errlen) {
+    file_info *fi = calloc(n ? n : 1, sizeof *fi);
+    if (!fi)
+        return BR_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        fi[i].id = ids[i];
+        char name[48];
+        br_df_name(name, sizeof name, ids[i]);
+        int fd = openat(e->dirfd, name, O_RDONLY | O_CLOEXEC);
+        uint8_t hdr[BR_FILE_HEADER_SIZE];
+        uint32_t flags = 0;
+        /* A header that cannot be read is reported by the scan. */
+        if (fd >= 0 && pread(fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr &&
+            br_file_header_check(hdr, sizeof hdr, ids[i], &flags, &fi[i].list_off) == 0)
+            fi[i].merged = (flags & BR_FILE_MERGED) != 0;
+        if (fd >= 0)
+            close(fd);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!fi[i].merged)
+            continue;
+        int rc = read_input_list(e, fi, n, i, err, errlen);
+        if (rc) {
+            free(fi);
+            return rc;
+        }
+    }
+    *out = fi;
+    return 0;
+}
+
+/* Deletes the files that merge outputs replaced (their hints too), and
+ * merge outputs without records that replace nothing left on disk. */
+static void remove_superseded(br_engine *e, const file_info *fi, size_t n) {
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        bool empty_output =
+            fi[i].merged && !fi[i].superseded && fi[i].list_off == BR_FILE_HEADER_SIZE;
+        if (!fi[i].superseded && !empty_output)
+            continue;
+        if (empty_output) {
+            /* Still needed while an input it replaces is on disk. */
+            const br_datafile *f = e->files[fi[i].id];
+            if (!f || f->live || f->dead)
+                continue;
+            bool inputs_left = false;
+            for (size_t j = 0; j < i; j++)
+                inputs_left |= fi[j].superseded; /* conservative: any older one */
+            if (inputs_left)
+                continue;
+            br_engine_remove_file(e, e->files[fi[i].id]);
+            br_df_free((br_datafile *)f);
+        }
+        char name[48];
+        br_hint_name(name, sizeof name, fi[i].id);
+        unlinkat(e->dirfd, name, 0);
+        br_df_name(name, sizeof name, fi[i].id);
+        if (unlinkat(e->dirfd, name, 0) == 0)
+            any = true;
+        br_engine_log(e, BR_LOG_INFO, "%s/%s: %s, deleted", e->dir, name,
+                      empty_output ? "empty merge output" : "replaced by a merge output");
+    }
+    if (any)
+        fsync(e->dirfd);
+}
+
 int br_engine_recover(br_engine *e, char *err, size_t errlen) {
     uint32_t *ids = NULL;
     size_t n = 0;
@@ -499,12 +653,27 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
         br_engine_seterr(err, errlen, "%s: cannot list directory: %s", e->dir, br_strerror(rc));
         return rc;
     }
+    file_info *fi = NULL;
+    if ((rc = classify(e, ids, n, &fi, err, errlen)) != 0) {
+        free(ids);
+        return rc;
+    }
+    size_t newest_i = n; /* none */
+    for (size_t i = n; i-- > 0;)
+        if (!fi[i].merged && !fi[i].superseded) {
+            newest_i = i;
+            break;
+        }
+    atomic_store(&e->next_id, n ? ids[n - 1] + 1 : 1);
     recov rv = {0};
-    size_t hinted = 0;
+    size_t hinted = 0, nread = 0;
     /* Progress of a large open, logged every RECOVER_LOG_BYTES read. */
     uint64_t t0 = e->o.clock_ms ? e->o.clock_ms() : 0, bytes = 0, next_log = RECOVER_LOG_BYTES;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        bool newest = i + 1 == n;
+        if (fi[i].superseded)
+            continue;
+        nread++;
+        bool newest = i == newest_i;
         br_datafile *f;
         char name[48];
         br_df_name(name, sizeof name, ids[i]);
@@ -518,13 +687,21 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
             br_df_free(f);
             break;
         }
+        f->min_seq = UINT64_MAX;
+        f->sealed = !newest;
+        uint64_t disk_size = f->size;
+        if (fi[i].merged) {
+            /* Records end where the input list starts. */
+            f->merged = 1;
+            f->size = fi[i].list_off < disk_size ? fi[i].list_off : disk_size;
+        }
         uint64_t end = newest ? f->map_len : f->size;
         if (bytes >= next_log) {
             log_progress(e, "reading", i, n, rv.n, bytes, t0);
             next_log = bytes + RECOVER_LOG_BYTES;
         }
         if (!newest && !e->o.verify) {
-            int hr = load_hint(e, &rv, f, &bytes);
+            int hr = load_hint(e, &rv, f, disk_size, &bytes);
             if (hr == 0) {
                 hinted++;
                 continue;
@@ -545,7 +722,7 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
         rc = scan_file(e, &rv, f, end, newest, err, errlen);
         bytes += f->size;
         if (rc == 0 && !newest && e->o.verify)
-            verify_hint(e, &rv, first, f);
+            verify_hint(e, &rv, first, f, disk_size);
         if (rc == 0 && newest && e->o.read_only) {
             e->active = f;
         } else if (rc == 0 && newest) {
@@ -560,16 +737,19 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
         rc = build_index(e, &rv);
     if (rc == BR_ENOMEM)
         br_engine_seterr(err, errlen, "%s: out of memory while rebuilding the index", e->dir);
-    if (rc == 0 && n > 1) {
+    if (rc == 0 && nread > 1) {
         br_engine_log(e, BR_LOG_INFO, "%s: %zu of %zu closed files loaded from hint files", e->dir,
-                      hinted, n - 1);
-        log_progress(e, "index rebuilt", n, n, rv.n, bytes, t0);
+                      hinted, nread - 1);
+        log_progress(e, "index rebuilt", nread, nread, rv.n, bytes, t0);
     }
+    if (rc == 0 && !e->o.read_only)
+        remove_superseded(e, fi, n);
     for (size_t i = 0; i < rv.nhints; i++)
         br_hint_close(&rv.hints[i]);
     free(rv.hints);
     free(rv.v);
     free(rv.tmp);
     free(ids);
+    free(fi);
     return rc;
 }

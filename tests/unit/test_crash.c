@@ -670,3 +670,29 @@ Test(crash, sync_interval_process_crash) {
     cfg.max_ops = 1000;
     crash_run(&cfg);
 }
+
+/* Kills land in the middle of merges too: the compaction thread looks
+ * for work every millisecond and merges any file a tenth dead. Without
+ * syncs (a process crash keeps the page cache) the child writes enough
+ * for many merges per round. */
+Test(crash, during_compaction) {
+    crash_cfg cfg;
+    cfg_init(&cfg, "during_compaction", MODE_MIXED, 2);
+    cfg.opts.sync = BR_SYNC_NEVER;
+    cfg.max_ops = 3000;
+    cfg.opts.compact_dead_pct = 10;
+    cfg.opts.compact_interval_ms = 1;
+    cfg.opts.compact_rate = 0;
+    crash_run(&cfg);
+}
+
+Test(crash, batches_during_compaction) {
+    crash_cfg cfg;
+    cfg_init(&cfg, "batches_during_compaction", MODE_BATCH_GEN, 2);
+    cfg.opts.sync = BR_SYNC_NEVER;
+    cfg.max_ops = 1000;
+    cfg.opts.compact_dead_pct = 10;
+    cfg.opts.compact_interval_ms = 1;
+    cfg.opts.compact_rate = 0;
+    crash_run(&cfg);
+}

@@ -28,7 +28,7 @@ Test(datafile, create_preallocates_writes_header_and_leaves_no_tmp) {
     cr_assert_eq(file_size(dir, "0000000007.data"), 1 << 20, "preallocated to the cap");
     cr_assert_eq(file_size(dir, "0000000007.data.tmp"), -1, "the temporary name is gone");
     cr_assert_eq(f->size, BR_FILE_HEADER_SIZE);
-    cr_assert_eq(br_file_header_check(f->map, f->map_len, 7), 0);
+    cr_assert_eq(br_file_header_check(f->map, f->map_len, 7, NULL, NULL), 0);
     cr_assert(f->fd >= 0);
     br_df_free(f);
     close(dfd);

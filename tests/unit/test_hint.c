@@ -32,6 +32,7 @@ static br_engine *open_store(const char *dir, logs *l) {
     br_engine_options o;
     br_engine_options_init(&o);
     o.max_file_size = 4096;
+    o.compact_dead_pct = 0; /* the tests look at particular files */
     o.sync = BR_SYNC_NEVER;
     o.log = log_cb;
     o.log_ctx = l;
@@ -283,6 +284,7 @@ Test(hint, open_logs_its_progress_with_the_callers_clock) {
     br_engine_options o;
     br_engine_options_init(&o);
     o.max_file_size = 4096;
+    o.compact_dead_pct = 0; /* the tests look at particular files */
     o.clock_ms = fake_clock;
     o.log = info_cb;
     o.log_ctx = line;

@@ -17,6 +17,7 @@ static br_engine_options opts(int read_only, int verify) {
     br_engine_options o;
     br_engine_options_init(&o);
     o.max_file_size = 4096;
+    o.compact_dead_pct = 0; /* the tests look at particular files */
     o.sync = BR_SYNC_NEVER;
     o.read_only = read_only;
     o.verify = verify;

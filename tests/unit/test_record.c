@@ -76,12 +76,28 @@ Test(record, bad_flags_and_reserved_are_corrupt) {
 
 Test(record, file_header) {
     uint8_t hdr[BR_FILE_HEADER_SIZE];
-    br_file_header_encode(hdr, 12);
-    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 12), 0);
-    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 13), BR_ECORRUPT, "id mismatch");
-    cr_assert_eq(br_file_header_check(hdr, 10, 12), BR_ECORRUPT, "short");
+    br_file_header_encode(hdr, 12, 0, 0);
+    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 12, NULL, NULL), 0);
+    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 13, NULL, NULL), BR_ECORRUPT, "id mismatch");
+    cr_assert_eq(br_file_header_check(hdr, 10, 12, NULL, NULL), BR_ECORRUPT, "short");
     hdr[20] ^= 1;
-    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 12), BR_ECORRUPT, "checksum");
+    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 12, NULL, NULL), BR_ECORRUPT, "checksum");
+
+    /* A merge output names where its input list starts; other files have
+     * no list, and no flag but the merge one is valid. */
+    uint32_t flags;
+    uint64_t list_off;
+    br_file_header_encode(hdr, 9, BR_FILE_MERGED, 4096);
+    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 9, &flags, &list_off), 0);
+    cr_assert_eq(flags, BR_FILE_MERGED);
+    cr_assert_eq(list_off, 4096);
+    br_file_header_encode(hdr, 9, BR_FILE_MERGED, 8);
+    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 9, NULL, NULL), BR_ECORRUPT,
+                 "list in header");
+    br_file_header_encode(hdr, 9, 0, 4096);
+    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 9, NULL, NULL), BR_ECORRUPT, "stray list");
+    br_file_header_encode(hdr, 9, 0x2, 0);
+    cr_assert_eq(br_file_header_check(hdr, sizeof hdr, 9, NULL, NULL), BR_ECORRUPT, "unknown flag");
 }
 
 Test(error, messages_and_names) {

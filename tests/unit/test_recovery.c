@@ -1003,6 +1003,7 @@ Test(recovery, rollover_many_files) {
     br_engine_options o;
     br_engine_options_init(&o);
     o.max_file_size = 4096;
+    o.compact_dead_pct = 0; /* the figures must stay put across the reopen */
     o.sync = BR_SYNC_NEVER;
     const int nkeys = 3000;
     model md = {0};
