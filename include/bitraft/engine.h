@@ -217,6 +217,37 @@ int br_engine_range(br_engine *e, const void *start, size_t slen, const void *en
 /* Makes every write acknowledged so far durable, whatever the policy. */
 int br_engine_sync(br_engine *e);
 
+/* ---- Cluster mode -------------------------------------------------------- */
+
+/*
+ * Applies batch b as the write numbered seq (in cluster mode: the index of
+ * the Raft entry that carries it): every record of it gets sequence number
+ * seq, so the store's last sequence number (br_engine_stats.last_seq) is
+ * the last applied index, found again by a reopen. Calls must come in
+ * increasing seq order from one applier, and a store written this way takes
+ * no unnumbered writes. A seq at or below the store's last sequence number
+ * is a replay of a write the store already holds: nothing is written and 0
+ * is returned. An empty batch writes nothing (its index is not recorded; a
+ * restart replays it, harmlessly). BR_EINVAL for seq 0; otherwise as
+ * br_engine_write. Durability follows the sync policy: a replicated node
+ * keeps its Raft log as the durable copy and syncs the store before the log
+ * is truncated behind it.
+ */
+int br_engine_write_seq(br_engine *e, const br_batch *b, uint64_t seq);
+
+/*
+ * Checkpoint: closes the active file (so every write so far lies in closed,
+ * immutable files) and hard-links the closed data files and their hint
+ * files into directory dir, which is created and must not exist; no data
+ * is copied. dir then holds a store (with its own empty active file and
+ * LOCK) holding every write up to *seq, the store's last sequence number at
+ * the moment of the checkpoint, and possibly some later ones (each with its
+ * own number). Compaction may run meanwhile: the files linked are the file
+ * table of one moment. Returns 0, BR_EREADONLY, -EEXIST, or an I/O error
+ * (dir is removed again then). The caller deletes dir when done with it.
+ */
+int br_engine_checkpoint(br_engine *e, const char *dir, uint64_t *seq);
+
 /* ---- Compaction ---------------------------------------------------------- */
 
 /*

@@ -74,7 +74,8 @@ int br_batch_delete(br_batch *b, const void *key, size_t klen) {
     return batch_add(b, key, klen, NULL, 0, true);
 }
 
-int br_engine_write(br_engine *e, const br_batch *b) {
+/* Writes b as one atomic unit numbered seq (0: the next number). */
+static int write_batch(br_engine *e, const br_batch *b, uint64_t seq) {
     if (b->n == 0)
         return 0;
     br_op *ops = malloc(b->n * sizeof *ops);
@@ -91,10 +92,22 @@ int br_engine_write(br_engine *e, const br_batch *b) {
     /* A batch is written into one file in one piece; offsets are 32 bits. */
     if (rc == 0 && bytes > BR_MAX_WRITE_BYTES)
         rc = BR_ETOOBIG;
-    if (rc == 0)
-        rc = br_engine_submit(e, ops, b->n, true, false, NULL);
+    if (rc == 0) {
+        br_writer w = {.ops = ops, .nops = b->n, .batch = true, .at_seq = seq};
+        rc = br_engine_submit_writer(e, &w);
+    }
     if (rc == 0)
         atomic_fetch_add_explicit(&e->n_batches, 1, memory_order_relaxed);
     free(ops);
     return rc;
+}
+
+int br_engine_write(br_engine *e, const br_batch *b) {
+    return write_batch(e, b, 0);
+}
+
+int br_engine_write_seq(br_engine *e, const br_batch *b, uint64_t seq) {
+    if (seq == 0)
+        return BR_EINVAL;
+    return write_batch(e, b, seq);
 }

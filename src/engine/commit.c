@@ -137,6 +137,13 @@ static int write_group(br_engine *e, br_group *g, size_t bytes) {
     if (e->failed)
         return e->failed;
     int rc = 0;
+    if (g->first->roll) {
+        /* A checkpoint: every record so far goes into closed files. */
+        if (e->wpos > BR_FILE_HEADER_SIZE)
+            rc = rollover(e, 0);
+        g->first->seq_out = e->seq;
+        g->first->roll_id = e->active->id;
+    }
     if (bytes) {
         br_datafile *f = e->active;
         if (e->wpos + bytes > f->map_len ||
@@ -155,17 +162,21 @@ static int write_group(br_engine *e, br_group *g, size_t bytes) {
         uint64_t seq = e->seq; /* numbers are taken below, in queue order */
         pthread_mutex_unlock(&e->wmu);
         for (br_writer *w = g->first; w; w = w->next) {
-            if (w->batch)
-                seq++;
+            /* A numbered write (cluster mode) carries its own number. */
+            uint64_t wseq = w->at_seq;
+            if (wseq && wseq > seq)
+                seq = wseq;
+            else if (!wseq && w->batch)
+                wseq = ++seq;
             for (size_t i = 0; i < w->nops; i++) {
                 const br_op *op = &w->ops[i];
                 uint8_t flags = op->del ? BR_REC_TOMBSTONE : 0;
                 if (w->batch)
                     flags |= BR_REC_IN_BATCH | (i + 1 == w->nops ? BR_REC_COMMIT : 0);
-                else
-                    seq++;
+                else if (!w->at_seq)
+                    wseq = ++seq;
                 uint32_t vlen = op->del ? 0 : op->vlen;
-                br_rec_encode(f->map + off, seq, flags, op->key, op->klen, op->val, vlen);
+                br_rec_encode(f->map + off, wseq, flags, op->key, op->klen, op->val, vlen);
                 w->locs[i] = off;
                 off += br_rec_size(op->klen, vlen);
             }
@@ -230,31 +241,44 @@ static void apply_groups(br_engine *e) {
 
 int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bool force_sync,
                      bool *existed) {
+    br_writer w = {.ops = ops, .nops = nops, .batch = batch, .force_sync = force_sync};
+    int rc = br_engine_submit_writer(e, &w);
+    if (existed)
+        *existed = w.existed;
+    return rc;
+}
+
+int br_engine_submit_writer(br_engine *e, br_writer *w) {
     if (e->o.read_only)
         return BR_EREADONLY;
-    br_writer w = {.ops = ops, .nops = nops, .batch = batch, .force_sync = force_sync};
     /* The group this writer may lead: it must live until the writer is
      * done, since the thread that applies it may be another one. */
-    br_group g = {.first = &w};
-    pthread_cond_init(&w.cv, NULL);
+    br_group g = {.first = w};
+    pthread_cond_init(&w->cv, NULL);
     pthread_mutex_lock(&e->wmu);
+    if (w->at_seq && w->at_seq <= e->seq) {
+        /* A replay of a numbered write the store already holds. */
+        pthread_mutex_unlock(&e->wmu);
+        pthread_cond_destroy(&w->cv);
+        return 0;
+    }
     if (e->qtail)
-        e->qtail->next = &w;
+        e->qtail->next = w;
     else
-        e->qhead = &w;
-    e->qtail = &w;
+        e->qhead = w;
+    e->qtail = w;
     /* Lead when first in line, nobody is copying, and fewer than
      * BR_SYNCS_IN_FLIGHT syncs run: waiting for a sync slot is what lets a
      * group gather many writers. */
-    while (!w.done && !(e->qhead == &w && !e->writing && e->syncs_running < BR_SYNCS_IN_FLIGHT))
-        pthread_cond_wait(&w.cv, &e->wmu);
-    if (!w.done) {
+    while (!w->done && !(e->qhead == w && !e->writing && e->syncs_running < BR_SYNCS_IN_FLIGHT))
+        pthread_cond_wait(&w->cv, &e->wmu);
+    if (!w->done) {
         /* Write leader: take a group of the writers queued behind us. */
         e->writing = true;
-        size_t bytes = writer_bytes(&w);
-        bool sync = w.force_sync || e->o.sync == BR_SYNC_ALWAYS;
-        br_writer *last = &w;
-        while (last->next) {
+        size_t bytes = writer_bytes(w);
+        bool sync = w->force_sync || e->o.sync == BR_SYNC_ALWAYS;
+        br_writer *last = w;
+        while (last->next && !w->roll && !last->next->roll) { /* a roll goes alone */
             size_t b = writer_bytes(last->next);
             if (bytes + b > BR_GROUP_MAX_BYTES)
                 break;
@@ -307,15 +331,13 @@ int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bo
         }
         apply_groups(e);
     }
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &e->wmu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &e->wmu);
     pthread_mutex_unlock(&e->wmu);
-    pthread_cond_destroy(&w.cv);
-    if (w.locs != &w.loc1)
-        free(w.locs);
-    if (existed)
-        *existed = w.existed;
-    return w.rc;
+    pthread_cond_destroy(&w->cv);
+    if (w->locs != &w->loc1)
+        free(w->locs);
+    return w->rc;
 }
 
 /* ---- Public write API ------------------------------------------------------------------ */

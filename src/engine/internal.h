@@ -39,8 +39,12 @@ struct br_batch {
 typedef struct br_writer {
     const br_op *ops;
     size_t nops;
-    bool batch;      /* one atomic unit (one sequence number) */
-    bool force_sync; /* br_engine_sync(): fdatasync even under a lazy policy */
+    bool batch;       /* one atomic unit (one sequence number) */
+    bool force_sync;  /* br_engine_sync(): fdatasync even under a lazy policy */
+    bool roll;        /* br_engine_checkpoint(): close the active file (no ops) */
+    uint64_t at_seq;  /* nonzero: the sequence number of every record (cluster mode) */
+    uint64_t seq_out; /* roll: the last sequence number in the closed files */
+    uint32_t roll_id; /* roll: id of the active file after it */
     bool done;
     int rc;
     bool existed;   /* single delete: whether the key was there */
@@ -142,6 +146,10 @@ int br_engine_check_op(const br_engine *e, const br_op *op);
 /* Queues ops as one writer and waits until they are durable and applied. */
 int br_engine_submit(br_engine *e, const br_op *ops, size_t nops, bool batch, bool force_sync,
                      bool *existed);
+
+/* The general form: w's ops, batch, force_sync, roll and at_seq set by the
+ * caller; the rest is filled in. */
+int br_engine_submit_writer(br_engine *e, br_writer *w);
 
 /* Largest batch, in bytes of records (written into one file in one piece). */
 #define BR_MAX_WRITE_BYTES (1536u << 20)
