@@ -24,6 +24,15 @@
  *                record to a preallocated file, each followed by fdatasync
  *   syncwrite    10,000 puts of numbers N .. N+9999, sync=always, one thread
  *   syncwrite16  10,000 puts of numbers N+10000 .., sync=always, 16 threads
+ *   compact      half of the keys overwritten (same values, in batches), then
+ *                readrandom alone (500,000 gets), then a full compaction
+ *                (br_engine_compact(e, 0), paced at --compact-rate, default
+ *                the engine's) with a readrandom loop beside it, then
+ *                readrandom alone again: readrandom_alone and
+ *                readrandom_during_compact lines, and one compact line with
+ *                the seconds, the disk before and after, the live data and
+ *                during/alone (the alone figure is the mean of before and
+ *                after)
  * then one line with rss_bytes, peak_rss_bytes, index_bytes and
  * index_bytes_per_key (beyond the key itself, as of the last phase before
  * rawsync: after reopen when it ran), index_bytes_per_key_after_fill (as
@@ -51,9 +60,9 @@
 #define SYNC_THREADS 16
 #define BATCH        1000
 
-static const char *const phase_names[] = {"fillrandom", "fillbatch",  "readrandom",  "scan100",
-                                          "fullscan",   "reopen",     "scan100cold", "rawsync",
-                                          "syncwrite",  "syncwrite16"};
+static const char *const phase_names[] = {"fillrandom", "fillbatch",   "readrandom",  "scan100",
+                                          "fullscan",   "reopen",      "scan100cold", "rawsync",
+                                          "syncwrite",  "syncwrite16", "compact"};
 enum {
     PH_FILLRANDOM,
     PH_FILLBATCH,
@@ -65,6 +74,7 @@ enum {
     PH_RAWSYNC,
     PH_SYNCWRITE,
     PH_SYNCWRITE16,
+    PH_COMPACT,
     PH_COUNT
 };
 
@@ -188,6 +198,88 @@ static double read_random(bench *b) {
     for (uint64_t i = 0; i < READ_OPS; i++)
         check_num(b->e, wl_rand(&st) % b->n);
     return wl_now() - t;
+}
+
+/* ---- compact ---------------------------------------------------------------- */
+
+typedef struct compact_run {
+    br_engine *e;
+    int rc;
+    double seconds;
+    volatile int done;
+} compact_run;
+
+static void *compact_thread(void *p) {
+    compact_run *c = p;
+    double t = wl_now();
+    c->rc = br_engine_compact(c->e, 0);
+    c->seconds = wl_now() - t;
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Gets of random keys until *stop (or ops gets when stop is NULL);
+ * returns gets per second. */
+static double read_loop(bench *b, uint64_t seed, uint64_t ops, volatile int *stop) {
+    uint64_t st = seed, n = 0;
+    double t = wl_now();
+    while (stop ? !__atomic_load_n(stop, __ATOMIC_ACQUIRE) : n < ops) {
+        for (int i = 0; i < 1000; i++)
+            check_num(b->e, wl_rand(&st) % b->n);
+        n += 1000;
+    }
+    return (double)n / (wl_now() - t);
+}
+
+static void run_compact(bench *b) {
+    /* Half of the data dead: every other key of the permutation rewritten
+     * with its own value. */
+    br_batch *bt = br_batch_new();
+    char k[WL_KEY_LEN], v[WL_VALUE_LEN];
+    for (uint64_t i = 0; i < b->n; i += 2 * BATCH) {
+        br_batch_clear(bt);
+        for (uint64_t j = i; j < i + 2 * BATCH && j < b->n; j += 2) {
+            wl_key(b->perm[j], k);
+            wl_value(b->perm[j], v);
+            br_batch_put(bt, k, sizeof k, v, sizeof v);
+        }
+        int rc = br_engine_write(b->e, bt);
+        if (rc)
+            die("batch: %s", br_strerror(rc));
+    }
+    br_batch_free(bt);
+    br_engine_stats before, after;
+    br_engine_stats_get(b->e, &before);
+    double alone1 = read_loop(b, b->seed + 5, READ_OPS / 2, NULL);
+    compact_run c = {.e = b->e};
+    pthread_t th;
+    if (pthread_create(&th, NULL, compact_thread, &c) != 0)
+        die("pthread_create");
+    double during = read_loop(b, b->seed + 6, 0, &c.done);
+    pthread_join(th, NULL);
+    if (c.rc)
+        die("compact: %s", br_strerror(c.rc));
+    double alone2 = read_loop(b, b->seed + 7, READ_OPS / 2, NULL);
+    br_engine_stats_get(b->e, &after);
+    double alone = (alone1 + alone2) / 2;
+    printf("{\"engine\":\"bitraft\",\"phase\":\"readrandom_alone\",\"ops_per_sec\":%.0f,"
+           "\"before\":%.0f,\"after\":%.0f}\n",
+           alone, alone1, alone2);
+    printf("{\"engine\":\"bitraft\",\"phase\":\"readrandom_during_compact\",\"ops_per_sec\":%.0f}"
+           "\n",
+           during);
+    printf("{\"engine\":\"bitraft\",\"phase\":\"compact\",\"seconds\":%.2f,\"rate_mb\":%.0f,"
+           "\"files_in\":%llu,\"mb_read\":%.1f,\"mb_written\":%.1f,"
+           "\"disk_before_mb\":%.1f,\"disk_after_mb\":%.1f,\"live_mb\":%.1f,"
+           "\"disk_over_live\":%.3f,\"read_during_over_alone\":%.3f}\n",
+           c.seconds, (double)b->o.compact_rate / 1e6,
+           (unsigned long long)(after.compact_files_in - before.compact_files_in),
+           (double)(after.compact_bytes_read - before.compact_bytes_read) / 1e6,
+           (double)(after.compact_bytes_written - before.compact_bytes_written) / 1e6,
+           (double)before.disk_bytes / 1e6, (double)after.disk_bytes / 1e6,
+           (double)after.live_bytes / 1e6, (double)after.disk_bytes / (double)after.live_bytes,
+           during / alone);
+    fflush(stdout);
 }
 
 /* `ranges` ranges of SCAN_LEN keys from random starts drawn with seed. */
@@ -478,6 +570,7 @@ static unsigned parse_phases(const char *list) {
 static int run_engine(int argc, char **argv) {
     bench b = {.n = 2000000, .seed = 42};
     br_engine_options_init(&b.o);
+    b.o.compact_dead_pct = 0; /* the compact phase starts its compaction itself */
     unsigned phases = (1u << PH_COUNT) - 1;
     const char *dir = NULL;
     uint64_t large = 0;
@@ -495,6 +588,8 @@ static int run_engine(int argc, char **argv) {
             phases = parse_phases(v);
         else if (strcmp(a, "--file-size") == 0)
             b.o.max_file_size = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--compact-rate") == 0)
+            b.o.compact_rate = parse_size(v);
         else if (strcmp(a, "--large") == 0)
             large = parse_size(v);
         else
@@ -524,8 +619,8 @@ static int run_engine(int argc, char **argv) {
     if (phases & (1u << PH_FILLBATCH))
         wl_report("bitraft", "fillbatch", b.n, fill_batch(&b));
     if (!b.e) { /* the read phases need a store */
-        if (phases &
-            ((1u << PH_READRANDOM) | (1u << PH_SCAN) | (1u << PH_FULLSCAN) | (1u << PH_REOPEN)))
+        if (phases & ((1u << PH_READRANDOM) | (1u << PH_SCAN) | (1u << PH_FULLSCAN) |
+                      (1u << PH_REOPEN) | (1u << PH_COMPACT)))
             fill_batch(&b);
         else
             open_store(&b, BR_SYNC_NEVER);
@@ -547,6 +642,8 @@ static int run_engine(int argc, char **argv) {
     }
     if (phases & (1u << PH_REOPEN))
         wl_report("bitraft", "reopen", 1, reopen(&b));
+    if (phases & (1u << PH_COMPACT))
+        run_compact(&b);
     if (phases & (1u << PH_SCANCOLD)) {
         /* Cold ranges wait for the disk: fewer of them. */
         uint64_t ranges = SCAN_RANGES / 200;
