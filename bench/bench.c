@@ -574,6 +574,7 @@ static int run_engine(int argc, char **argv) {
     unsigned phases = (1u << PH_COUNT) - 1;
     const char *dir = NULL;
     uint64_t large = 0;
+    int keep = 0; /* --keep 1: leave the store in --dir for a later look */
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
@@ -588,6 +589,8 @@ static int run_engine(int argc, char **argv) {
             phases = parse_phases(v);
         else if (strcmp(a, "--file-size") == 0)
             b.o.max_file_size = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--keep") == 0)
+            keep = strcmp(v, "0") != 0;
         else if (strcmp(a, "--compact-rate") == 0)
             b.o.compact_rate = parse_size(v);
         else if (strcmp(a, "--large") == 0)
@@ -672,7 +675,8 @@ static int run_engine(int argc, char **argv) {
            (unsigned long long)st.index_bytes, per_key, fill_per_key,
            (unsigned long long)disk_bytes(b.dir), (unsigned long long)st.disk_bytes);
     fprintf(stderr, "scan checksum %llu\n", (unsigned long long)sum);
-    rm_rf(parent == tmpl ? tmpl : b.dir);
+    if (!keep)
+        rm_rf(parent == tmpl ? tmpl : b.dir);
     free(b.perm);
     return 0;
 }

@@ -52,6 +52,22 @@ static int write_all(int fd, const uint8_t *p, size_t len) {
     return 0;
 }
 
+/* One record of the file being hinted, for sorting. */
+typedef struct hrec {
+    const uint8_t *key;
+    uint32_t klen; /* top bit: tombstone */
+    uint32_t vlen;
+    uint32_t offset;
+    uint64_t seq;
+} hrec;
+
+static int hrec_cmp(const void *a, const void *b) {
+    const hrec *x = a, *y = b;
+    int c =
+        br_hint_keycmp(x->key, x->klen & ~BR_HINT_TOMBSTONE, y->key, y->klen & ~BR_HINT_TOMBSTONE);
+    return c ? c : (x->offset > y->offset) - (x->offset < y->offset);
+}
+
 int br_hint_write(int dirfd, const br_datafile *f) {
     /* The hint names the data file's size on disk, which open compares: a
      * file a crash left untruncated keeps zeros after its data. */
@@ -60,42 +76,64 @@ int br_hint_write(int dirfd, const br_datafile *f) {
     struct stat dst;
     if (fstatat(dirfd, dname, &dst, 0) != 0)
         return -errno;
-    obuf b = {0};
-    int rc = obuf_reserve(&b, BR_HINT_HEADER_SIZE);
-    if (rc)
-        return rc;
-    b.len = BR_HINT_HEADER_SIZE;
-    uint64_t n = 0;
+    /* Every record (checked), then sorted by key. */
+    hrec *v = NULL;
+    size_t n = 0, cap = 0, bytes = BR_HINT_HEADER_SIZE;
+    int rc = 0;
     for (uint64_t off = BR_FILE_HEADER_SIZE; off < f->size;) {
         br_rec_hdr h;
         if (br_rec_decode(f->map + off, f->size - off, &h) != 0) {
-            free(b.p);
+            free(v);
             return BR_ECORRUPT;
         }
-        if ((rc = obuf_reserve(&b, BR_HINT_ENTRY_SIZE + h.klen)) != 0) {
-            free(b.p);
-            return rc;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4096;
+            hrec *nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                free(v);
+                return BR_ENOMEM;
+            }
+            v = nv;
         }
-        uint8_t *e = b.p + b.len;
-        br_put32(e, h.klen | ((h.flags & BR_REC_TOMBSTONE) ? BR_HINT_TOMBSTONE : 0));
-        br_put32(e + 4, h.vlen);
-        br_put32(e + 8, (uint32_t)off);
-        br_put64(e + 12, h.seq);
-        memcpy(e + BR_HINT_ENTRY_SIZE, f->map + off + BR_REC_HEADER_SIZE, h.klen);
-        b.len += BR_HINT_ENTRY_SIZE + h.klen;
+        v[n++] = (hrec){f->map + off + BR_REC_HEADER_SIZE,
+                        h.klen | ((h.flags & BR_REC_TOMBSTONE) ? BR_HINT_TOMBSTONE : 0), h.vlen,
+                        (uint32_t)off, h.seq};
+        bytes += BR_HINT_ENTRY_SIZE + h.klen;
         off += br_rec_size(h.klen, h.vlen);
-        n++;
     }
+    if (n > 1)
+        qsort(v, n, sizeof *v, hrec_cmp);
+    obuf b = {0};
+    if ((rc = obuf_reserve(&b, bytes)) != 0) {
+        free(v);
+        return rc;
+    }
+    b.len = BR_HINT_HEADER_SIZE;
+    uint64_t max_seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].seq > max_seq)
+            max_seq = v[i].seq;
+        uint8_t *e = b.p + b.len;
+        uint32_t klen = v[i].klen & ~BR_HINT_TOMBSTONE;
+        br_put32(e, v[i].klen);
+        br_put32(e + 4, v[i].vlen);
+        br_put32(e + 8, v[i].offset);
+        br_put64(e + 12, v[i].seq);
+        memcpy(e + BR_HINT_ENTRY_SIZE, v[i].key, klen);
+        b.len += BR_HINT_ENTRY_SIZE + klen;
+    }
+    free(v);
     uint8_t *hd = b.p;
     memset(hd, 0, BR_HINT_HEADER_SIZE);
     memcpy(hd, BR_HINT_MAGIC, 8);
     br_put32(hd + 8, BR_HINT_VERSION);
     br_put32(hd + 12, f->id);
     br_put64(hd + 16, (uint64_t)dst.st_size);
-    br_put64(hd + 24, n);
-    br_put32(hd + 32,
+    br_put64(hd + 24, (uint64_t)n);
+    br_put64(hd + 32, max_seq);
+    br_put32(hd + 40,
              (uint32_t)XXH3_64bits(b.p + BR_HINT_HEADER_SIZE, b.len - BR_HINT_HEADER_SIZE));
-    br_put32(hd + 36, (uint32_t)XXH3_64bits(hd, 36));
+    br_put32(hd + 44, (uint32_t)XXH3_64bits(hd, 44));
 
     char name[48], tmp[64];
     br_hint_name(name, sizeof name, f->id);
@@ -117,25 +155,38 @@ out:
     return rc;
 }
 
-/* Checks every entry lies inside the data file and the entries fill the
- * hint exactly. */
-static int check_entries(const br_hint *h, uint64_t data_size) {
+/* Checks every entry lies inside the data file's records, the entries are
+ * in order, and they fill the hint exactly. */
+static int check_entries(br_hint *h, uint64_t rec_end) {
     size_t pos = BR_HINT_HEADER_SIZE;
+    const uint8_t *pk = NULL;
+    uint32_t pklen = 0, poff = 0;
     for (uint64_t i = 0; i < h->n; i++) {
         if (h->len - pos < BR_HINT_ENTRY_SIZE)
             return BR_ECORRUPT;
         const uint8_t *e = h->map + pos;
         uint32_t klen = br_get32(e) & ~BR_HINT_TOMBSTONE, vlen = br_get32(e + 4);
-        uint64_t off = br_get32(e + 8);
+        uint32_t off = br_get32(e + 8);
         if (klen == 0 || h->len - pos - BR_HINT_ENTRY_SIZE < klen || off < BR_FILE_HEADER_SIZE ||
-            off + br_rec_size(klen, vlen) > data_size)
+            off + br_rec_size(klen, vlen) > rec_end)
             return BR_ECORRUPT;
+        const uint8_t *k = e + BR_HINT_ENTRY_SIZE;
+        if (pk) {
+            int c = br_hint_keycmp(pk, pklen, k, klen);
+            if (c > 0 || (c == 0 && poff >= off))
+                return BR_ECORRUPT; /* out of order */
+        }
+        pk = k;
+        pklen = klen;
+        poff = off;
         pos += BR_HINT_ENTRY_SIZE + klen;
     }
+    h->last_key = pk;
+    h->last_klen = pklen;
     return pos == h->len ? 0 : BR_ECORRUPT;
 }
 
-int br_hint_open(int dirfd, uint32_t id, uint64_t data_size, br_hint *h) {
+int br_hint_open(int dirfd, uint32_t id, uint64_t data_size, uint64_t rec_end, br_hint *h) {
     memset(h, 0, sizeof *h);
     char name[48];
     br_hint_name(name, sizeof name, id);
@@ -161,15 +212,16 @@ int br_hint_open(int dirfd, uint32_t id, uint64_t data_size, br_hint *h) {
     h->map = m;
     h->len = (size_t)st.st_size;
     const uint8_t *hd = h->map;
-    if (memcmp(hd, BR_HINT_MAGIC, 8) != 0 || br_get32(hd + 36) != (uint32_t)XXH3_64bits(hd, 36) ||
+    if (memcmp(hd, BR_HINT_MAGIC, 8) != 0 || br_get32(hd + 44) != (uint32_t)XXH3_64bits(hd, 44) ||
         br_get32(hd + 8) != BR_HINT_VERSION || br_get32(hd + 12) != id ||
         br_get64(hd + 16) != data_size ||
-        br_get32(hd + 32) !=
+        br_get32(hd + 40) !=
             (uint32_t)XXH3_64bits(hd + BR_HINT_HEADER_SIZE, h->len - BR_HINT_HEADER_SIZE)) {
         rc = BR_ECORRUPT;
     } else {
         h->n = br_get64(hd + 24);
-        rc = check_entries(h, data_size);
+        h->max_seq = br_get64(hd + 32);
+        rc = check_entries(h, rec_end);
     }
     if (rc)
         br_hint_close(h);

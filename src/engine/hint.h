@@ -5,18 +5,20 @@
  * File `NNNNNNNNNN.hint` (same id as its data file), little-endian:
  *
  *   +--------+---------------------------------------------------------+
- *   | offset | header (40 bytes)                                       |
+ *   | offset | header (48 bytes)                                       |
  *   +--------+---------------------------------------------------------+
  *   |      0 | magic "BRHINT\r\n" (8 bytes)                            |
- *   |      8 | u32 format version (1)                                  |
+ *   |      8 | u32 format version (2)                                  |
  *   |     12 | u32 data file id                                        |
  *   |     16 | u64 size on disk of the data file it describes          |
  *   |     24 | u64 number of entries                                   |
- *   |     32 | u32 checksum: low 32 bits of XXH3-64 of the entries     |
- *   |     36 | u32 checksum: low 32 bits of XXH3-64 of bytes 0..35     |
+ *   |     32 | u64 largest sequence number of the entries (0: none)    |
+ *   |     40 | u32 checksum: low 32 bits of XXH3-64 of the entries     |
+ *   |     44 | u32 checksum: low 32 bits of XXH3-64 of bytes 0..43     |
  *   +--------+---------------------------------------------------------+
  *
- * then one entry per record of the data file, in the data file's order:
+ * then one entry per record of the data file, sorted by key (bytewise,
+ * a shorter key before its extensions), records of one key by offset:
  *
  *   +--------+---------------------------------------------------------+
  *   |      0 | u32 key length; top bit set for a tombstone             |
@@ -27,12 +29,14 @@
  *   +--------+---------------------------------------------------------+
  *
  * A hint is used only when its header checksum, its entries' checksum, its
- * data file id and the data file's size all match, and every entry lies
- * inside the data file; otherwise the data file is scanned as if there were
- * no hint. A hint is written as `.hint.tmp`, synced, renamed into place and
- * the directory synced, so a crash leaves either no hint or a whole one.
- * Closed data files contain only whole batches, so a hint lists records
- * without batch framing.
+ * data file id and the data file's size all match, every entry lies inside
+ * the data file's records and the entries are in order; otherwise the data
+ * file is scanned as if there were no hint. Sorted entries let open build
+ * the index by merging the hints of all files (recover.c), with no sort
+ * and no array of every record. Version 1 hints (in file order) are
+ * treated as missing and rewritten. A hint is written as `.hint.tmp`, synced, renamed into place
+ * and the directory synced, so a crash leaves either no hint or a whole one. Closed data files
+ * contain only whole batches, so a hint lists records without batch framing.
  */
 #ifndef BR_ENGINE_HINT_H
 #define BR_ENGINE_HINT_H
@@ -40,12 +44,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "engine/datafile.h"
 
 #define BR_HINT_MAGIC       "BRHINT\r\n"
-#define BR_HINT_VERSION     1u
-#define BR_HINT_HEADER_SIZE 40u
+#define BR_HINT_VERSION     2u
+#define BR_HINT_HEADER_SIZE 48u
 #define BR_HINT_ENTRY_SIZE  20u
 #define BR_HINT_TOMBSTONE   0x80000000u
 
@@ -53,7 +58,10 @@
 typedef struct br_hint {
     const uint8_t *map;
     size_t len;
-    uint64_t n; /* entries */
+    uint64_t n;              /* entries */
+    uint64_t max_seq;        /* largest sequence number in them */
+    const uint8_t *last_key; /* the last (largest) entry's key, NULL when none */
+    uint32_t last_klen;
 } br_hint;
 
 /* One entry, decoded. key points into the hint's map. */
@@ -77,11 +85,19 @@ void br_hint_name(char *buf, size_t len, uint32_t id);
 int br_hint_write(int dirfd, const br_datafile *f);
 
 /*
- * Maps and validates the hint of data file id whose size is data_size.
- * Returns 0 (h filled; release with br_hint_close), -ENOENT when there is
- * none, BR_ECORRUPT when it does not pass the checks above.
+ * Maps and validates the hint of data file id whose size on disk is
+ * data_size and whose records end at rec_end (data_size, except for a
+ * merge output, whose input list follows them). Returns 0 (h filled;
+ * release with br_hint_close), -ENOENT when there is none, BR_ECORRUPT
+ * when it does not pass the checks above.
  */
-int br_hint_open(int dirfd, uint32_t id, uint64_t data_size, br_hint *h);
+int br_hint_open(int dirfd, uint32_t id, uint64_t data_size, uint64_t rec_end, br_hint *h);
+
+/* Orders two keys as the index does: bytewise, a prefix first. */
+static inline int br_hint_keycmp(const uint8_t *a, uint32_t al, const uint8_t *b, uint32_t bl) {
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
 void br_hint_close(br_hint *h);
 
 /*

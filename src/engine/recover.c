@@ -37,7 +37,8 @@ typedef struct rec_ent {
 typedef struct recov {
     rec_ent *v, *tmp;
     size_t n, cap;
-    br_hint *hints; /* hints loaded: their maps hold keys until the build */
+    br_hint *hints;     /* hints loaded: merged into the index by the build */
+    uint32_t *hint_ids; /* the data file of each */
     size_t nhints;
 } recov;
 
@@ -279,16 +280,13 @@ static int rec_cmp(const void *a, const void *b) {
 }
 
 /*
- * Sorts the records by key and builds the index: of each key's records the
- * one with the highest sequence number decides (merge outputs hold old
- * records under new file ids, so file order is not log order), a tombstone
- * meaning absent. Records that share a number are one batch's, in one
- * file: the later one wins. Sets every file's live, dead and tombstone
- * byte counts and its smallest sequence number.
+ * Sorts the records that were scanned (files without a valid hint, and the
+ * newest file) by key, keeping log order among equal keys. Returns 0 or
+ * BR_ENOMEM.
  */
-static int build_index(br_engine *e, recov *rv) {
+static int sort_scanned(recov *rv) {
     size_t n = rv->n;
-    if (n == 0)
+    if (n < 2)
         return 0;
     /* Heads start after the prefix all keys share (bounded), so they tell
      * keys apart even when all begin alike ("user:", "0000..."). */
@@ -327,59 +325,238 @@ static int build_index(br_engine *e, recov *rv) {
             qsort(rv->v + i, j - i, sizeof *rv->v, rec_cmp);
         i = j;
     }
-    /* A key no longer than prefix + 8 bytes is the shared prefix plus its
-     * head: rebuilt here without touching the file, whose records are in
-     * log order, not key order (a cache miss per record otherwise). */
-    uint8_t kbuf[64 + 8];
-    memcpy(kbuf, k0, p);
-    for (size_t i = 0; i < n;) {
-        /* [i, j): the records of one key, oldest first. */
-        size_t j = i + 1;
-        uint32_t kl = rv->v[i].klen & ~REC_DEL;
-        const uint8_t *k;
-        if (kl <= p + 8) {
-            for (size_t b = 0; b < kl - p; b++)
-                kbuf[p + b] = (uint8_t)(rv->v[i].head >> (56 - 8 * b));
-            k = kbuf;
-            while (j < n && rv->v[j].head == rv->v[i].head && (rv->v[j].klen & ~REC_DEL) == kl)
-                j++;
+    return 0;
+}
+
+/* Key bytes [p, p + 8) as a big-endian number (zeros past the key). */
+static inline uint64_t key_head(const uint8_t *k, uint32_t klen, size_t p) {
+    if (klen >= p + 8) {
+        uint64_t v;
+        memcpy(&v, k + p, 8);
+        return __builtin_bswap64(v);
+    }
+    uint64_t h = 0;
+    for (size_t j = p; j < p + 8; j++)
+        h = (h << 8) | (j < klen ? k[j] : 0);
+    return h;
+}
+
+/* A sorted run of records: one file's hint, or the scanned records. */
+typedef struct run {
+    const br_hint *h; /* hint run, or NULL for the scanned array */
+    size_t pos;       /* hint: byte offset of the next entry */
+    const rec_ent *a; /* array run */
+    size_t i, n;
+    uint32_t hint_file;
+    /* The current record; head: its key bytes [prefix, prefix + 8) big-endian,
+     * which orders most pairs of keys without a memcmp. */
+    uint64_t head;
+    size_t prefix; /* bytes every key of every run shares */
+    const uint8_t *key;
+    uint32_t klen, vlen, offset, file_id;
+    uint64_t seq;
+    bool del;
+} run;
+
+/* Moves r to its next record; false at its end. */
+static bool run_next(run *r) {
+    if (r->h) {
+        br_hint_entry he;
+        if (!br_hint_next(r->h, &r->pos, &he))
+            return false;
+        r->key = he.key;
+        r->klen = he.klen;
+        r->vlen = he.vlen;
+        r->offset = he.offset;
+        r->file_id = r->hint_file;
+        r->seq = he.seq;
+        r->del = he.tombstone;
+        r->head = key_head(r->key, r->klen, r->prefix);
+        return true;
+    }
+    if (r->i >= r->n)
+        return false;
+    const rec_ent *x = &r->a[r->i++];
+    r->key = x->key;
+    r->klen = x->klen & ~REC_DEL;
+    r->vlen = x->vlen;
+    r->offset = x->offset;
+    r->file_id = x->file_id;
+    r->seq = x->seq;
+    r->del = (x->klen & REC_DEL) != 0;
+    r->head = key_head(r->key, r->klen, r->prefix);
+    return true;
+}
+
+static int run_cmp(const run *a, const run *b) {
+    if (a->head != b->head)
+        return a->head < b->head ? -1 : 1;
+    return br_hint_keycmp(a->key, a->klen, b->key, b->klen);
+}
+
+/* Length of the prefix two keys share. */
+static size_t lcp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl) {
+    size_t n = al < bl ? al : bl, i = 0;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* Min-heap of runs by current key. */
+static void heap_down(run **h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < n && run_cmp(h[l], h[m]) < 0)
+            m = l;
+        if (l + 1 < n && run_cmp(h[l + 1], h[m]) < 0)
+            m = l + 1;
+        if (m == i)
+            return;
+        run *t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+/* One record of the key being resolved. */
+typedef struct cand {
+    uint32_t file_id, offset, vlen;
+    uint64_t seq;
+    bool del;
+} cand;
+
+/*
+ * Builds the index by merging sorted runs — every valid hint (sorted by
+ * key when written) and the scanned records (sorted here) — so keys arrive
+ * in order and the tree is built by appending, with no array of every
+ * record and no sort of it. Of each key's records the one with the highest
+ * sequence number decides (merge outputs hold old records under new file
+ * ids, so file order is not log order), a tombstone meaning absent;
+ * records that share a number are one batch's, in one file: the later one
+ * wins. Sets every file's live, dead and tombstone byte counts, its
+ * smallest sequence number and the store's last one.
+ */
+static int build_index(br_engine *e, recov *rv) {
+    if (sort_scanned(rv) != 0)
+        return BR_ENOMEM;
+    size_t nruns = rv->nhints + 1;
+    run *runs = calloc(nruns, sizeof *runs);
+    run **heap = calloc(nruns, sizeof *heap);
+    size_t ccap = 16, nh = 0;
+    cand *c = malloc(ccap * sizeof *c);
+    int rc = 0;
+    if (!runs || !heap || !c) {
+        rc = BR_ENOMEM;
+        goto out;
+    }
+    /* The prefix all keys share: within a sorted run, that of its first
+     * and last key; across runs, that of the first keys too. */
+    const uint8_t *k0 = NULL;
+    size_t p = SIZE_MAX;
+    uint32_t k0len = 0;
+    for (size_t i = 0; i < nruns; i++) {
+        const uint8_t *first, *last;
+        uint32_t fl, ll;
+        if (i < rv->nhints) {
+            const br_hint *h = &rv->hints[i];
+            if (!h->n)
+                continue;
+            first = h->map + BR_HINT_HEADER_SIZE + BR_HINT_ENTRY_SIZE;
+            fl = br_get32(h->map + BR_HINT_HEADER_SIZE) & ~BR_HINT_TOMBSTONE;
+            last = h->last_key;
+            ll = h->last_klen;
         } else {
-            if (i + 8 < n)
-                __builtin_prefetch(rv->v[i + 8].key);
-            k = rv->v[i].key;
-            while (j < n && rv->v[j].head == rv->v[i].head && (rv->v[j].klen & ~REC_DEL) == kl &&
-                   memcmp(rv->v[j].key, k, kl) == 0)
-                j++;
+            if (!rv->n)
+                continue;
+            first = rv->v[0].key;
+            fl = rv->v[0].klen & ~REC_DEL;
+            last = rv->v[rv->n - 1].key;
+            ll = rv->v[rv->n - 1].klen & ~REC_DEL;
         }
-        size_t win = i;
-        for (size_t x = i + 1; x < j; x++) {
-            const rec_ent *r = &rv->v[x], *w = &rv->v[win];
-            if (r->seq > w->seq ||
-                (r->seq == w->seq &&
-                 (r->file_id > w->file_id || (r->file_id == w->file_id && r->offset > w->offset))))
-                win = x;
+        size_t q = lcp(first, fl, last, ll);
+        if (k0) {
+            size_t q2 = lcp(k0, k0len, first, fl);
+            q = q2 < q ? q2 : q;
+        } else {
+            k0 = first;
+            k0len = fl;
         }
-        for (size_t x = i; x < j; x++) {
-            const rec_ent *r = &rv->v[x];
-            br_datafile *f = e->files[r->file_id];
-            uint64_t size = br_rec_size(kl, r->vlen);
-            if (r->seq < f->min_seq)
-                f->min_seq = r->seq;
-            if (x == win && !(r->klen & REC_DEL)) {
+        if (q < p)
+            p = q;
+    }
+    if (p == SIZE_MAX)
+        p = 0;
+    for (size_t i = 0; i < rv->nhints; i++)
+        runs[i] = (run){.h = &rv->hints[i],
+                        .pos = BR_HINT_HEADER_SIZE,
+                        .hint_file = rv->hint_ids[i],
+                        .prefix = p};
+    runs[rv->nhints] = (run){.a = rv->v, .n = rv->n, .prefix = p};
+    for (size_t i = 0; i < nruns; i++)
+        if (run_next(&runs[i]))
+            heap[nh++] = &runs[i];
+    for (size_t i = nh / 2; i-- > 0;)
+        heap_down(heap, nh, i);
+    while (nh) {
+        /* Every record of the smallest key, from every run holding it. */
+        const uint8_t *k = heap[0]->key;
+        uint32_t kl = heap[0]->klen;
+        size_t nc = 0, win = 0;
+        uint64_t kh = heap[0]->head;
+        while (nh && heap[0]->head == kh &&
+               br_hint_keycmp(heap[0]->key, heap[0]->klen, k, kl) == 0) {
+            run *r = heap[0];
+            bool more;
+            do {
+                if (nc == ccap) {
+                    cand *nc2 = realloc(c, 2 * ccap * sizeof *c);
+                    if (!nc2) {
+                        rc = BR_ENOMEM;
+                        goto out;
+                    }
+                    c = nc2;
+                    ccap *= 2;
+                }
+                c[nc] = (cand){r->file_id, r->offset, r->vlen, r->seq, r->del};
+                const cand *w = &c[win], *x = &c[nc];
+                if (x->seq > w->seq ||
+                    (x->seq == w->seq && (x->file_id > w->file_id ||
+                                          (x->file_id == w->file_id && x->offset > w->offset))))
+                    win = nc;
+                nc++;
+            } while ((more = run_next(r)) && r->head == kh &&
+                     br_hint_keycmp(r->key, r->klen, k, kl) == 0);
+            if (!more)
+                heap[0] = heap[--nh];
+            heap_down(heap, nh, 0);
+        }
+        for (size_t x = 0; x < nc; x++) {
+            br_datafile *f = e->files[c[x].file_id];
+            uint64_t size = br_rec_size(kl, c[x].vlen);
+            if (c[x].seq < f->min_seq)
+                f->min_seq = c[x].seq;
+            if (c[x].seq > e->seq)
+                e->seq = c[x].seq;
+            if (x == win && !c[x].del) {
                 f->live += size;
-                br_kd_put(e->kd, k, kl, (br_loc){r->file_id, r->offset, r->vlen}, NULL);
+                /* k stays valid: it lies in a hint map or a data file map. */
+                br_kd_put(e->kd, k, kl, (br_loc){c[x].file_id, c[x].offset, c[x].vlen}, NULL);
             } else {
                 f->dead += size;
-                if (r->klen & REC_DEL) {
+                if (c[x].del) {
                     f->tomb += size;
-                    if (r->seq > f->tomb_max_seq)
-                        f->tomb_max_seq = r->seq;
+                    if (c[x].seq > f->tomb_max_seq)
+                        f->tomb_max_seq = c[x].seq;
                 }
             }
         }
-        i = j;
     }
-    return 0;
+out:
+    free(runs);
+    free(heap);
+    free(c);
+    return rc;
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -433,34 +610,30 @@ static int list_files(br_engine *e, uint32_t **ids_out, size_t *n_out) {
     return 0;
 }
 
-/* Loads the entries of f's hint file, if it has a valid one. Returns 0,
- * -ENOENT, BR_ECORRUPT (unusable hint) or BR_ENOMEM. */
+/* Takes f's hint file, if it has a valid one, for the build (which merges
+ * its entries). Returns 0, -ENOENT, BR_ECORRUPT (unusable hint) or
+ * BR_ENOMEM. */
 static int load_hint(br_engine *e, recov *rv, br_datafile *f, uint64_t disk_size, uint64_t *bytes) {
     br_hint h;
-    int rc = br_hint_open(e->dirfd, f->id, disk_size, &h);
+    int rc = br_hint_open(e->dirfd, f->id, disk_size, f->size, &h);
     if (rc)
         return rc;
     *bytes += h.len;
     br_hint *nh = realloc(rv->hints, (rv->nhints + 1) * sizeof *nh);
-    if (!nh) {
+    uint32_t *ni = nh ? realloc(rv->hint_ids, (rv->nhints + 1) * sizeof *ni) : NULL;
+    if (nh)
+        rv->hints = nh;
+    if (!ni) {
         br_hint_close(&h);
         return BR_ENOMEM;
     }
-    rv->hints = nh;
-    rv->hints[rv->nhints++] = h;
-    size_t pos = BR_HINT_HEADER_SIZE, n0 = rv->n;
-    br_hint_entry he;
-    while (br_hint_next(&h, &pos, &he)) {
-        if (he.seq > e->seq)
-            e->seq = he.seq;
-        if (he.offset + br_rec_size(he.klen, he.vlen) > f->size) {
-            rv->n = n0;         /* the file will be scanned instead */
-            return BR_ECORRUPT; /* an entry in a merge output's input list */
-        }
-        if ((rc = recov_push(rv, f->id, he.offset, he.key, he.klen, he.vlen, he.tombstone,
-                             he.seq)) != 0)
-            return rc;
-    }
+    rv->hint_ids = ni;
+    rv->hints[rv->nhints] = h;
+    rv->hint_ids[rv->nhints++] = f->id;
+    /* Known before the newest file is scanned, whose torn-tail rule needs
+     * the last number written before it. */
+    if (h.max_seq > e->seq)
+        e->seq = h.max_seq;
     return 0;
 }
 
@@ -471,7 +644,7 @@ static void verify_hint(br_engine *e, const recov *rv, size_t first, const br_da
     char name[48];
     br_hint_name(name, sizeof name, f->id);
     br_hint h;
-    int rc = br_hint_open(e->dirfd, f->id, disk_size, &h);
+    int rc = br_hint_open(e->dirfd, f->id, disk_size, f->size, &h);
     if (rc == -ENOENT)
         return; /* none yet: it is only an optimization */
     if (rc) {
@@ -479,11 +652,20 @@ static void verify_hint(br_engine *e, const recov *rv, size_t first, const br_da
         e->problems++;
         return;
     }
-    size_t pos = BR_HINT_HEADER_SIZE, i = first;
+    /* The hint lists the records by key: so must the comparison. */
+    size_t cnt = rv->n - first;
+    rec_ent *sorted = malloc((cnt ? cnt : 1) * sizeof *sorted);
+    if (!sorted) {
+        br_hint_close(&h);
+        return;
+    }
+    memcpy(sorted, rv->v + first, cnt * sizeof *sorted);
+    qsort(sorted, cnt, sizeof *sorted, rec_cmp);
+    size_t pos = BR_HINT_HEADER_SIZE, i = 0;
     bool bad = false;
     br_hint_entry he;
     while (!bad && br_hint_next(&h, &pos, &he)) {
-        const rec_ent *r = i < rv->n ? &rv->v[i] : NULL;
+        const rec_ent *r = i < cnt ? &sorted[i] : NULL;
         if (!r || r->offset != he.offset || r->vlen != he.vlen || r->seq != he.seq ||
             r->klen != (he.klen | (he.tombstone ? REC_DEL : 0)) ||
             memcmp(r->key, he.key, he.klen) != 0) {
@@ -495,11 +677,12 @@ static void verify_hint(br_engine *e, const recov *rv, size_t first, const br_da
         }
         i++;
     }
-    if (!bad && i != rv->n) {
-        br_engine_log(e, BR_LOG_ERROR, "%s: lists %zu of the data file's %zu records", name,
-                      i - first, rv->n - first);
+    if (!bad && i != cnt) {
+        br_engine_log(e, BR_LOG_ERROR, "%s: lists %zu of the data file's %zu records", name, i,
+                      cnt);
         e->problems++;
     }
+    free(sorted);
     br_hint_close(&h);
 }
 
@@ -747,6 +930,7 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
     for (size_t i = 0; i < rv.nhints; i++)
         br_hint_close(&rv.hints[i]);
     free(rv.hints);
+    free(rv.hint_ids);
     free(rv.v);
     free(rv.tmp);
     free(ids);

@@ -180,9 +180,9 @@ Test(readonly, verify_catches_a_hint_that_disagrees_with_its_data) {
     uint8_t *e0 = img + BR_HINT_HEADER_SIZE;
     uint32_t klen = br_get32(e0) & ~BR_HINT_TOMBSTONE;
     e0[BR_HINT_ENTRY_SIZE + klen - 1] ^= 1;
-    br_put32(img + 32,
+    br_put32(img + 40,
              br_checksum(img + BR_HINT_HEADER_SIZE, (size_t)st.st_size - BR_HINT_HEADER_SIZE));
-    br_put32(img + 36, br_checksum(img, 36));
+    br_put32(img + 44, br_checksum(img, 44));
     cr_assert_eq(pwrite(fd, img, (size_t)st.st_size, 0), st.st_size);
     close(fd);
     free(img);
