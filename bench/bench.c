@@ -39,6 +39,7 @@
  * random inserts left the index), disk_bytes (blocks allocated, the
  * preallocated active file included) and data_bytes (bytes of records).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -330,15 +331,23 @@ static double full_scan(bench *b, uint64_t *entries) {
 /* Drops the store's data files from the page cache (the store closed). */
 static void evict(bench *b) {
     sync();
-    for (unsigned id = 1; id < 100000; id++) {
+    DIR *d = opendir(b->dir);
+    if (!d)
+        die("opendir %s: %s", b->dir, strerror(errno));
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l < 5 || strcmp(de->d_name + l - 5, ".data") != 0)
+            continue;
         char p[4200];
-        snprintf(p, sizeof p, "%s/%010u.data", b->dir, id);
+        snprintf(p, sizeof p, "%s/%s", b->dir, de->d_name);
         int fd = open(p, O_RDONLY);
         if (fd < 0)
-            break;
+            continue;
         posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
         close(fd);
     }
+    closedir(d);
 }
 
 /* scan100 on a cold page cache, with `readers` range reader threads. */

@@ -93,8 +93,10 @@ typedef struct br_engine_options {
     int verify;                   /* nonzero: read every record of every file at open, and
                                      compare each hint file with its data file; every problem
                                      is logged at BR_LOG_ERROR (see br_engine_stats.problems) */
-    uint32_t range_readers;       /* threads that read a range's cold records in parallel
-                                     (default 16; 0: ranges read one record at a time) */
+    uint32_t range_readers;       /* nonzero (default 16): a range asks the disk for all
+                                     the records of a cold page of keys at once; 0: one
+                                     record at a time. (The count once sized a thread pool;
+                                     the reads are now submitted with madvise.) */
     uint32_t compact_dead_pct;    /* the compaction thread merges closed files whose
                                      reclaimable bytes reach this percentage of the file
                                      (default 50; 0: no background compaction, only

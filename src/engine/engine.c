@@ -244,8 +244,6 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     }
     if ((rc = br_engine_recover(e, err, errlen)) != 0)
         goto fail;
-    if (e->o.range_readers && !(e->ra = br_ra_new(e->o.range_readers)))
-        br_engine_log(e, BR_LOG_WARN, "%s: no range reader threads: ranges read serially", dir);
     if (e->o.read_only) {
         br_engine_log(e, BR_LOG_INFO, "%s: opened read-only, %zu keys in %u files", dir,
                       br_kd_count(e->kd), e->nfiles);
@@ -324,7 +322,6 @@ int br_engine_close(br_engine *e) {
         pthread_mutex_unlock(&e->hmu);
         pthread_join(e->hinter, NULL);
     }
-    br_ra_free(e->ra); /* its queued reads hold pins: before the files go */
     br_compact_release(e);
     for (uint32_t i = 0; i < e->files_cap; i++)
         br_df_free(e->files[i]);

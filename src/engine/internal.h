@@ -97,8 +97,6 @@ struct br_engine {
     int failed;               /* sticky error after a failed write or sync: the
                                  store then refuses writes */
 
-    br_readahead *ra; /* readers of cold ranges, or NULL */
-
     /* Hint writer thread and its queue of closed file ids. */
     pthread_t hinter;
     bool hinter_running;

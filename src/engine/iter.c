@@ -86,17 +86,16 @@ static int set_from(br_iter *it, const uint8_t *key, size_t klen) {
 /*
  * The values of consecutive keys lie scattered over the files. Hot: ask the
  * CPU for all of this page's records at once, so their cache misses
- * overlap. Cold (the second record's page is not in memory; the first is
- * read right away anyway): have the range readers fault them in, in
- * parallel (readahead.h).
+ * overlap. Cold (the second record's page is not in memory; the first may
+ * be the end of the previous range): ask the disk for all of them at once
+ * (readahead.h).
  */
 static void prefetch_page(br_iter *it) {
-    br_engine *e = it->e;
-    if (e->ra && it->n > 1 && !br_ra_resident(it->ent[1].f, it->ent[1].loc.offset)) {
-        for (size_t i = 1; i < it->n; i++) {
-            it_ent *en = &it->ent[i];
-            if (br_ra_queue(e->ra, en->f, en->loc.offset, br_rec_size(en->klen, en->loc.vlen)))
-                break;
+    if (it->e->o.range_readers && it->n > 1 &&
+        !br_ra_resident(it->ent[1].f, it->ent[1].loc.offset)) {
+        for (size_t i = 0; i < it->n; i++) {
+            const it_ent *en = &it->ent[i];
+            br_ra_willneed(en->f, en->loc.offset, br_rec_size(en->klen, en->loc.vlen));
         }
         return;
     }

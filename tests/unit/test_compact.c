@@ -481,8 +481,7 @@ Test(compact, replaced_files_live_until_readers_let_go) {
     cr_assert_eq(rc, 0);
     cr_assert_eq(i, NKEYS);
     br_iter_free(it);
-    /* Released: a later compaction pass deletes them (range reader threads
-     * may still hold a pin for a moment after the iterator is gone). */
+    /* Released: the next compaction pass deletes them. */
     br_engine_stats st;
     for (int tries = 0;; tries++) {
         cr_assert_eq(br_engine_compact(e, 0), 0);
