@@ -276,6 +276,13 @@ int br_engine_checkpoint(br_engine *e, const char *dir, uint64_t *seq);
  */
 int br_engine_compact(br_engine *e, uint32_t min_dead_pct);
 
+/*
+ * Asks the compaction thread to run br_engine_compact(e, min_dead_pct) and
+ * returns at once (an operator's trigger: progress and results show in
+ * br_engine_stats). Returns 0, BR_EINVAL, BR_EREADONLY or BR_ECLOSED.
+ */
+int br_engine_compact_start(br_engine *e, uint32_t min_dead_pct);
+
 typedef struct br_engine_stats {
     uint64_t keys;        /* live keys */
     uint64_t data_files;  /* data files on disk */

@@ -126,6 +126,10 @@ int br_service_range(br_service *s, const void *start, size_t slen, const void *
 
 void br_service_stats_get(br_service *s, br_service_stats *st);
 
+/* Starts a compaction of the local store in the background (see
+ * br_engine_compact_start); its progress shows in the stats. */
+int br_service_compact(br_service *s, uint32_t min_dead_pct);
+
 /*
  * Refuses new operations (BR_ECLOSED), waits for every accepted write to
  * complete (callbacks included), stops the pool, closes the engine (which

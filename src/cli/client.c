@@ -1,5 +1,5 @@
 /*
- * client.c - bitraft get|put|del|range|status: a client of a bitraft server
+ * client.c - bitraft get|put|del|range|status|compact: a client of a bitraft server
  * over its REST API (docs/API.md), through libcurl.
  *
  *   bitraft get KEY                       value on stdout, as stored
@@ -7,6 +7,8 @@
  *   bitraft del KEY
  *   bitraft range [START [END]] [--limit N]   "key<TAB>value" lines, escaped
  *   bitraft status                        the server's /status JSON
+ *   bitraft compact [MIN_DEAD_PCT]        start a compaction (POST /admin/compact)
+ *   bitraft compact [MIN_DEAD_PCT]        start a compaction (POST /admin/compact)
  *   --server HOST:PORT (default 127.0.0.1:4000)
  *
  * Exit codes: 0 ok, 1 not found, 2 usage (or the server rejected the input:
@@ -203,9 +205,9 @@ int cmd_client(const char *cmd, int argc, char **argv) {
         return EXIT_USAGE;
     }
     int is_put = strcmp(cmd, "put") == 0, is_range = strcmp(cmd, "range") == 0,
-        is_status = strcmp(cmd, "status") == 0;
-    int need = is_range || is_status ? 0 : 1;
-    int most = is_put || is_range ? 2 : need;
+        is_status = strcmp(cmd, "status") == 0, is_compact = strcmp(cmd, "compact") == 0;
+    int need = is_range || is_status || is_compact ? 0 : 1;
+    int most = is_put || is_range ? 2 : is_compact ? 1 : need;
     if (a.npos < need || a.npos > most || (a.has_limit && !is_range) ||
         (need && a.pos[0][0] == 0)) {
         cli_usage(stderr);
@@ -220,10 +222,16 @@ int cmd_client(const char *cmd, int argc, char **argv) {
     int code = 0;
     long status;
     const char *prefix = strncmp(a.server, "http://", 7) == 0 ? "" : "http://";
-    if (is_status || is_range) {
+    if (is_status || is_range || is_compact) {
         int err = br_buf_adds(&url, prefix) || br_buf_adds(&url, a.server);
         if (is_status) {
             err = err || br_buf_adds(&url, "/status");
+        } else if (is_compact) {
+            /* bitraft compact [MIN_DEAD_PCT]: starts a compaction on the server. */
+            err = err || br_buf_adds(&url, "/admin/compact");
+            if (a.npos)
+                err = err || br_buf_adds(&url, "?min_dead_pct=") ||
+                      br_pct_encode(&url, a.pos[0], strlen(a.pos[0]));
         } else {
             err = err || br_buf_adds(&url, "/kv?");
             if (a.npos >= 1)
@@ -242,9 +250,9 @@ int cmd_client(const char *cmd, int argc, char **argv) {
             code = EXIT_STORE;
             goto out;
         }
-        if (is_status) {
-            status = request("GET", url.p, NULL, 0, &body);
-            if (status != 200)
+        if (is_status || is_compact) {
+            status = request(is_status ? "GET" : "POST", url.p, NULL, 0, &body);
+            if (status != (is_status ? 200 : 202))
                 code = fail(status, &body);
             else
                 fwrite(body.p, 1, body.len, stdout);

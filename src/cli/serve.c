@@ -63,6 +63,9 @@ static void serve_usage(FILE *to) {
             "  --connections N      open connections at most (default 1024)\n"
             "  --timeout S          idle connection timeout in seconds (default 60)\n"
             "  --log-level L        error, warn, info (default) or debug (one line per request)\n"
+            "  --compact-dead-pct N merge closed data files at least N%% dead in the background\n"
+            "                       (default 50; 0: only POST /admin/compact)\n"
+            "  --compact-rate N     compaction I/O per second (default 64M; 0: unlimited)\n"
             "  --int-keys           create a new directory in integer-key mode: keys are\n"
             "                       decimal numbers and ranges are numeric (the original's\n"
             "                       keys; the default in the original's argument form). A\n"
@@ -181,6 +184,14 @@ static int parse_serve(int argc, char **argv, serve_args *a) {
             if (parse_size(v, &n) || n < 1 || n > (1ULL << 30))
                 return bad(f, v, "a size from 1 to 1G");
             a->http.max_batch_size = (size_t)n;
+        } else if (strcmp(name, "compact-dead-pct") == 0) {
+            if (parse_size(v, &n) || n > 100)
+                return bad(f, v, "0..100");
+            a->engine.compact_dead_pct = (uint32_t)n;
+        } else if (strcmp(name, "compact-rate") == 0) {
+            if (parse_size(v, &n))
+                return bad(f, v, "a size per second (K, M, G suffixes), 0 for unlimited");
+            a->engine.compact_rate = n;
         } else if (strcmp(name, "threads") == 0) {
             if (parse_size(v, &n) || n < 1 || n > 256)
                 return bad(f, v, "1..256");

@@ -607,6 +607,23 @@ int br_engine_compact(br_engine *e, uint32_t min_dead_pct) {
     return rc == -ECANCELED ? BR_ECLOSED : rc;
 }
 
+int br_engine_compact_start(br_engine *e, uint32_t min_dead_pct) {
+    if (e->o.read_only)
+        return BR_EREADONLY;
+    if (min_dead_pct > 100)
+        return BR_EINVAL;
+    if (atomic_load(&e->cstop) || !e->compactor_running)
+        return BR_ECLOSED;
+    pthread_mutex_lock(&e->cwmu);
+    /* Two requests before the thread wakes: the more thorough one wins. */
+    if (e->creq < 0 || (int)min_dead_pct < e->creq)
+        e->creq = (int)min_dead_pct;
+    e->cwake = true;
+    pthread_cond_signal(&e->ccv);
+    pthread_mutex_unlock(&e->cwmu);
+    return 0;
+}
+
 /* ---- The compaction thread ------------------------------------------------------ */
 
 static void *compactor_main(void *arg) {
@@ -622,12 +639,16 @@ static void *compactor_main(void *arg) {
             pthread_cond_timedwait(&e->ccv, &e->cwmu, &ts);
         }
         e->cwake = false;
+        int req = e->creq;
+        e->creq = -1;
         pthread_mutex_unlock(&e->cwmu);
         if (atomic_load(&e->cstop))
             break;
         pthread_mutex_lock(&e->cmu);
-        if (e->o.compact_dead_pct)
-            compact_now(e, e->o.compact_dead_pct); /* logs its own failures */
+        if (req >= 0)
+            compact_now(e, (uint32_t)req); /* logs its own failures */
+        else if (e->o.compact_dead_pct)
+            compact_now(e, e->o.compact_dead_pct);
         reap(e, false);
         pthread_mutex_unlock(&e->cmu);
     }

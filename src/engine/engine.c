@@ -208,6 +208,7 @@ int br_engine_open(const char *dir, const br_engine_options *opts, br_engine **o
     pthread_mutex_init(&e->cwmu, NULL);
     pthread_cond_init(&e->ccv, NULL);
     atomic_init(&e->next_id, 1);
+    e->creq = -1;
     int rc = 0;
     e->dir = strdup(dir);
     e->kd = br_kd_new();

@@ -114,6 +114,8 @@ struct br_engine {
     pthread_mutex_t cwmu;
     pthread_cond_t ccv;
     bool cwake;
+    int creq; /* a compaction asked for by br_engine_compact_start (its
+                 min_dead_pct), or -1; under cwmu */
     atomic_bool cstop;
     /* Replaced files still pinned by readers, deleted once unpinned (cmu). */
     br_datafile **grave;

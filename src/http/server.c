@@ -53,6 +53,7 @@
     X(health)                                                                                      \
     X(status)                                                                                      \
     X(metrics)                                                                                     \
+    X(admin_compact)                                                                               \
     X(bad_method)                                                                                  \
     X(not_found)
 
@@ -63,7 +64,7 @@ enum route { ROUTES(ROUTE_ENUM) NROUTES };
 static const char *const route_names[] = {ROUTES(ROUTE_NAME)};
 #undef ROUTE_NAME
 
-static const unsigned codes[] = {200, 204, 400, 404, 405, 413, 500, 503, 0 /* other */};
+static const unsigned codes[] = {200, 202, 204, 307, 400, 404, 405, 413, 500, 503, 0 /* other */};
 #define NCODES (sizeof codes / sizeof codes[0])
 
 /* Latency buckets, seconds (upper bounds; the last is +Inf). */
@@ -519,19 +520,27 @@ static enum MHD_Result do_status(req *r) {
     br_service_stats st;
     br_service_stats_get(r->h->svc, &st);
     char *out = NULL;
-    int n =
-        asprintf(&out,
-                 "{\"version\":\"%s\",\"uptime_s\":%.0f,\"mode\":\"%s\",\"key_mode\":\"%s\","
-                 "\"keys\":%llu,"
-                 "\"data_files\":%llu,\"disk_bytes\":%llu,\"live_bytes\":%llu,"
-                 "\"dead_bytes\":%llu,\"index_bytes\":%llu,\"last_seq\":%llu,"
-                 "\"writes_inflight\":%llu}\n",
-                 r->h->o.version, since(&r->h->started), st.mode,
-                 st.key_mode == BR_KEYS_INT ? "int" : "bytes", (unsigned long long)st.engine.keys,
-                 (unsigned long long)st.engine.data_files, (unsigned long long)st.engine.disk_bytes,
-                 (unsigned long long)st.engine.live_bytes, (unsigned long long)st.engine.dead_bytes,
-                 (unsigned long long)st.engine.index_bytes, (unsigned long long)st.engine.last_seq,
-                 (unsigned long long)st.writes_inflight);
+    int n = asprintf(
+        &out,
+        "{\"version\":\"%s\",\"uptime_s\":%.0f,\"mode\":\"%s\",\"key_mode\":\"%s\","
+        "\"keys\":%llu,"
+        "\"data_files\":%llu,\"disk_bytes\":%llu,\"live_bytes\":%llu,"
+        "\"dead_bytes\":%llu,\"index_bytes\":%llu,\"last_seq\":%llu,"
+        "\"writes_inflight\":%llu,\"compaction\":{\"running\":%s,\"todo_bytes\":%llu,"
+        "\"done_bytes\":%llu,\"merges\":%llu,\"files_in\":%llu,\"bytes_read\":%llu,"
+        "\"bytes_written\":%llu,\"bytes_reclaimed\":%llu}}\n",
+        r->h->o.version, since(&r->h->started), st.mode,
+        st.key_mode == BR_KEYS_INT ? "int" : "bytes", (unsigned long long)st.engine.keys,
+        (unsigned long long)st.engine.data_files, (unsigned long long)st.engine.disk_bytes,
+        (unsigned long long)st.engine.live_bytes, (unsigned long long)st.engine.dead_bytes,
+        (unsigned long long)st.engine.index_bytes, (unsigned long long)st.engine.last_seq,
+        (unsigned long long)st.writes_inflight, st.engine.compact_running ? "true" : "false",
+        (unsigned long long)st.engine.compact_todo_bytes,
+        (unsigned long long)st.engine.compact_done_bytes, (unsigned long long)st.engine.compactions,
+        (unsigned long long)st.engine.compact_files_in,
+        (unsigned long long)st.engine.compact_bytes_read,
+        (unsigned long long)st.engine.compact_bytes_written,
+        (unsigned long long)st.engine.compact_reclaimed);
     if (n < 0)
         return reply_rc(r, BR_ENOMEM);
     return reply_owned(r, 200, out, (size_t)n, "application/json");
@@ -608,6 +617,16 @@ static enum MHD_Result do_metrics(req *r) {
         {"bitraft_engine_syncs_total", "counter", "fdatasync calls on data files.",
          st.engine.syncs},
         {"bitraft_engine_write_groups_total", "counter", "Group commits.", st.engine.write_groups},
+        {"bitraft_compaction_running", "gauge", "1 while a compaction runs.",
+         st.engine.compact_running},
+        {"bitraft_compaction_merges_total", "counter", "Merges done (one output file each).",
+         st.engine.compactions},
+        {"bitraft_compaction_read_bytes_total", "counter", "Bytes of input files read.",
+         st.engine.compact_bytes_read},
+        {"bitraft_compaction_written_bytes_total", "counter", "Bytes of merge outputs written.",
+         st.engine.compact_bytes_written},
+        {"bitraft_compaction_reclaimed_bytes_total", "counter",
+         "Input bytes minus output bytes of the merges done.", st.engine.compact_reclaimed},
     };
     for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++)
         err |= addf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", figs[i].name, figs[i].help,
@@ -617,6 +636,29 @@ static enum MHD_Result do_metrics(req *r) {
         return reply_rc(r, BR_ENOMEM);
     }
     return reply_owned(r, 200, b.p, b.len, "text/plain; version=0.0.4");
+}
+
+/* POST /admin/compact[?min_dead_pct=N]: starts a compaction (default: every
+ * file with reclaimable bytes) and answers 202 at once; /status shows its
+ * progress. */
+static enum MHD_Result do_compact(req *r) {
+    const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "min_dead_pct");
+    unsigned long pct = 0;
+    if (v) {
+        char *end;
+        errno = 0;
+        pct = strtoul(v, &end, 10);
+        if (!*v || *end || errno || pct > 100)
+            return reply_err(r, 400, "min_dead_pct must be a whole number from 0 to 100");
+    }
+    int rc = br_service_compact(r->h->svc, (uint32_t)pct);
+    if (rc)
+        return reply_rc(r, rc);
+    char *out = NULL;
+    int n = asprintf(&out, "{\"compaction\":\"started\",\"min_dead_pct\":%lu}\n", pct);
+    if (n < 0)
+        return reply_rc(r, BR_ENOMEM);
+    return reply_owned(r, 202, out, (size_t)n, "application/json");
 }
 
 /* ---- Dispatch ------------------------------------------------------------ */
@@ -770,6 +812,10 @@ static enum route classify(const char *url, const char *m, const char **allow) {
         return get ? R_status : R_bad_method;
     if (strcmp(url, "/metrics") == 0)
         return get ? R_metrics : R_bad_method;
+    if (strcmp(url, "/admin/compact") == 0) {
+        *allow = "POST";
+        return is(m, "POST") ? R_admin_compact : R_bad_method;
+    }
     return R_not_found;
 }
 
@@ -808,6 +854,8 @@ static enum MHD_Result dispatch(req *r, const char *url, const char *method) {
         return do_status(r);
     case R_metrics:
         return do_metrics(r);
+    case R_admin_compact:
+        return do_compact(r);
     case R_bad_method:
         return reply_err(r, 405, "method %s not allowed on %s", method, url);
     default:

@@ -309,6 +309,10 @@ void br_service_stats_get(br_service *s, br_service_stats *st) {
     pthread_mutex_unlock(&s->mu);
 }
 
+int br_service_compact(br_service *s, uint32_t min_dead_pct) {
+    return br_engine_compact_start(s->engine, min_dead_pct);
+}
+
 int br_service_close(br_service *s) {
     if (!s)
         return 0;

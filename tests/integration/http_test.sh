@@ -219,6 +219,18 @@ check "metrics histogram" grep -q 'bitraft_http_request_duration_seconds_bucket{
 check "metrics engine figures" grep -q '^bitraft_engine_keys ' "$ROOT/body"
 expect POST /status 405
 
+section "compaction by hand: the endpoint, its errors, status, metrics, the CLI"
+for i in $(seq 1 30); do expect PUT /kv/churn 204 "" -- --data-binary "value-$i-$(head -c 2000 /dev/zero | tr '\0' x)"; done
+expect POST /admin/compact 202 '"compaction":"started"'
+expect POST '/admin/compact?min_dead_pct=30' 202 '"min_dead_pct":30'
+expect POST '/admin/compact?min_dead_pct=101' 400 "0 to 100"
+expect POST '/admin/compact?min_dead_pct=x' 400 "0 to 100"
+expect GET /admin/compact 405
+expect GET /status 200 '"compaction":{"running":'
+check "metrics compaction figures" curl -s --max-time 10 "$U/metrics" -o "$ROOT/m" -w '' && grep -q '^bitraft_compaction_merges_total ' "$ROOT/m"
+check "CLI compact" "$BIN" compact --server "127.0.0.1:$PORT"
+expect GET /kv/churn 200 "value-30-"
+
 section "bad input: a half-sent request held open while others are served"
 exec 3<>"/dev/tcp/127.0.0.1/$PORT"
 printf 'PUT /kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc' >&3
