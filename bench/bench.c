@@ -339,9 +339,7 @@ static void evict(bench *b) {
         size_t l = strlen(de->d_name);
         if (l < 5 || strcmp(de->d_name + l - 5, ".data") != 0)
             continue;
-        char p[4200];
-        snprintf(p, sizeof p, "%s/%s", b->dir, de->d_name);
-        int fd = open(p, O_RDONLY);
+        int fd = openat(dirfd(d), de->d_name, O_RDONLY);
         if (fd < 0)
             continue;
         posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
