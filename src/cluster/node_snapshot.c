@@ -106,8 +106,8 @@ int nd_snap_recover_dirs(br_node *n) {
     while ((de = readdir(d)) != NULL) {
         if (strncmp(de->d_name, "snap-out-", 9) == 0) {
             char p[PATH_MAX];
-            snprintf(p, sizeof p, "%s/%s", n->dir, de->d_name);
-            nd_rmtree(p);
+            if (snprintf(p, sizeof p, "%s/%s", n->dir, de->d_name) < (int)sizeof p)
+                nd_rmtree(p);
         }
     }
     closedir(d);
@@ -177,9 +177,9 @@ static int list_files(struct nd_snap_send *s) {
         if (strcmp(nm, "LOCK") == 0 || !good_name(nm, strlen(nm)))
             continue;
         char p[PATH_MAX + 64];
-        snprintf(p, sizeof p, "%s/%s", s->dir, nm);
         struct stat st;
-        if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+        if (snprintf(p, sizeof p, "%s/%s", s->dir, nm) >= (int)sizeof p || stat(p, &st) != 0 ||
+            !S_ISREG(st.st_mode))
             continue;
         if (s->n_names == cap) {
             cap = cap ? cap * 2 : 16;
@@ -266,7 +266,8 @@ static int pump_one(br_node *n, int slot, uint8_t *buf) {
             const char *nm = s->names[s->file];
             if (s->fd < 0) {
                 char p[PATH_MAX + 64];
-                snprintf(p, sizeof p, "%s/%s", s->dir, nm);
+                if (snprintf(p, sizeof p, "%s/%s", s->dir, nm) >= (int)sizeof p)
+                    return -ENAMETOOLONG;
                 s->fd = open(p, O_RDONLY | O_CLOEXEC);
                 struct stat st;
                 if (s->fd < 0 || fstat(s->fd, &st) != 0)
@@ -415,7 +416,10 @@ static void on_chunk(br_node *n, uint64_t from, const uint8_t *p, size_t len) {
         memcpy(r->name, p + 11, nl);
         r->name[nl] = 0;
         char path[PATH_MAX + 64];
-        snprintf(path, sizeof path, "%s/%s", n->staging_dir, r->name);
+        if (snprintf(path, sizeof path, "%s/%s", n->staging_dir, r->name) >= (int)sizeof path) {
+            recv_fail(n, r->name, -ENAMETOOLONG);
+            return;
+        }
         r->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (r->fd < 0) {
             recv_fail(n, r->name, -errno);
