@@ -8,8 +8,13 @@
  *   bitraft range [START [END]] [--limit N]   "key<TAB>value" lines, escaped
  *   bitraft status                        the server's /status JSON
  *   bitraft compact [MIN_DEAD_PCT]        start a compaction (POST /admin/compact)
- *   bitraft compact [MIN_DEAD_PCT]        start a compaction (POST /admin/compact)
- *   --server HOST:PORT (default 127.0.0.1:4000)
+ *   --server HOST:PORT (default 127.0.0.1:4000; in a cluster, any member)
+ *
+ * Cluster: a follower answers 307 with the leader's address; the client
+ * follows it (a few hops at most; a 307 keeps the method and the body). A
+ * 503 with Retry-After (no leader known yet, an election is running) is
+ * retried a few times; other 503s (an unknown outcome, a server shutting
+ * down) are reported, never retried, since the write may have happened.
  *
  * Exit codes: 0 ok, 1 not found, 2 usage (or the server rejected the input:
  * 400, 413), 3 server unreachable or server error. Errors go to stderr.
@@ -18,6 +23,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "cli.h"
 #include "codec.h"
@@ -61,26 +68,60 @@ static size_t collect(char *p, size_t size, size_t n, void *ctx) {
     return br_buf_add(b, p, size * n) ? 0 : size * n;
 }
 
+#define MAX_REDIRECTS 5 /* 307 hops: a follower to the leader, twice if it moves */
+#define MAX_RETRIES   5 /* 503 with Retry-After: no leader known yet */
+
 /* Performs one request. Returns the HTTP status, or -1 when the server
  * could not be reached (reported on stderr). The reply body lands in out. */
 static long request_to(const char *method, const char *url, const void *body, size_t blen,
-                       size_t (*writer)(char *, size_t, size_t, void *), void *out, CURL *c);
+                       size_t (*writer)(char *, size_t, size_t, void *), void *out, CURL *c,
+                       br_buf *reset);
 
 static long request(const char *method, const char *url, const void *body, size_t blen,
                     br_buf *out) {
-    return request_to(method, url, body, blen, collect, out, NULL);
+    return request_to(method, url, body, blen, collect, out, NULL, out);
+}
+
+/* Notes a Retry-After header (seconds) in *ctx. */
+static size_t on_header(char *p, size_t size, size_t n, void *ctx) {
+    long *retry_after = ctx;
+    size_t len = size * n;
+    if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
+        long v = strtol(p + 12, NULL, 10);
+        *retry_after = v < 0 ? 0 : v > 5 ? 5 : v;
+    }
+    return len;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 /* Performs one request on c (or a new handle when NULL), the body going to
- * writer(out). Returns the status or -1 as request(). */
+ * writer(out), following 307s and retrying 503s that carry Retry-After;
+ * before a retry, reset (if not NULL) is emptied. Returns the status or
+ * -1 as request(). */
 static long request_to(const char *method, const char *url, const void *body, size_t blen,
-                       size_t (*writer)(char *, size_t, size_t, void *), void *out, CURL *given) {
+                       size_t (*writer)(char *, size_t, size_t, void *), void *out, CURL *given,
+                       br_buf *reset) {
     CURL *c = given ? given : curl_easy_init();
     if (!c) {
         fprintf(stderr, "bitraft: cannot start libcurl\n");
         return -1;
     }
     char errbuf[CURL_ERROR_SIZE] = "";
+    long retry_after = -1;
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &retry_after);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
+    curl_easy_setopt(c, CURLOPT_POSTREDIR, (long)CURL_REDIR_POST_ALL);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, writer);
@@ -99,12 +140,23 @@ static long request_to(const char *method, const char *url, const void *body, si
     if (strcmp(method, "HEAD") == 0)
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     long status = -1;
-    CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK)
-        fprintf(stderr, "bitraft: %s %s: %s\n", method, url,
-                errbuf[0] ? errbuf : curl_easy_strerror(rc));
-    else
+    for (int attempt = 0;; attempt++) {
+        retry_after = -1;
+        CURLcode rc = curl_easy_perform(c);
+        if (rc != CURLE_OK) {
+            fprintf(stderr, "bitraft: %s %s: %s\n", method, url,
+                    errbuf[0] ? errbuf : curl_easy_strerror(rc));
+            status = -1;
+            break;
+        }
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        if (status != 503 || retry_after < 0 || attempt >= MAX_RETRIES)
+            break;
+        /* No leader known: an election is running; ask again shortly. */
+        if (reset)
+            reset->len = 0;
+        sleep_ms(retry_after > 0 ? (retry_after * 1000 < 500 ? retry_after * 1000 : 500) : 200);
+    }
     curl_slist_free_all(hdr);
     if (!given)
         curl_easy_cleanup(c);
@@ -260,7 +312,7 @@ int cmd_client(const char *cmd, int argc, char **argv) {
         }
         range_sink rs = {0};
         rs.c = curl_easy_init();
-        status = rs.c ? request_to("GET", url.p, NULL, 0, range_write, &rs, rs.c) : -1;
+        status = rs.c ? request_to("GET", url.p, NULL, 0, range_write, &rs, rs.c, &rs.buf) : -1;
         if (rs.bad)
             code = EXIT_STORE;
         else if (status >= 0 && status != 200)

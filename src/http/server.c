@@ -92,9 +92,12 @@ struct br_http {
 
 typedef enum phase {
     P_NEW,     /* headers seen, body (if any) arriving */
-    P_WAITING, /* a write is with the service; the connection is suspended */
+    P_WAITING, /* a write or read is with the service; the connection is suspended */
     P_DONE,    /* the reply is queued */
 } phase;
+
+/* What a suspended request waits for. */
+typedef enum pending { PEND_WRITE, PEND_GET, PEND_RANGE } pending;
 
 typedef struct req {
     br_http *h;
@@ -107,13 +110,25 @@ typedef struct req {
     int too_large;     /* the body went past cap; the rest was discarded */
     unsigned status;   /* status replied, for the metrics */
     const char *allow; /* the methods the path takes (static) */
+    const char *url;   /* the raw path, valid during the current handler call */
+    unsigned rflags;   /* read flags (BR_SERVICE_STALE) */
+    pending pend;      /* what P_WAITING waits for */
+    int accepted;      /* the service accepted the request (its callback will run) */
     /* What a write keeps alive until its completion. */
     char *key;
     size_t klen;
-    br_batch *batch;
+    br_service_batch *batch;
     int nops;
     int inline_write; /* the service completes writes before returning */
     atomic_int rc;    /* the completion's result */
+    /* An asynchronous read's result (set before the connection resumes). */
+    void *val;
+    size_t vlen;
+    br_service_iter *it;
+    int ndjson;          /* a range's format */
+    const char *rs, *re; /* a range's bounds while it is submitted (the service copies them) */
+    size_t rsl, rel;
+    size_t limit; /* a range's limit (0 none) */
 } req;
 
 static void logf_(br_http *h, br_log_level lvl, const char *fmt, ...)
@@ -130,6 +145,9 @@ static void logf_(br_http *h, br_log_level lvl, const char *fmt, ...) {
 }
 
 /* ---- Replies ------------------------------------------------------------- */
+
+#define NO_LEADER_MSG                                                                              \
+    "no leader known (an election is in progress or there is no quorum); retry shortly\n"
 
 static enum MHD_Result queue(req *r, unsigned status, struct MHD_Response *resp,
                              const char *ctype) {
@@ -151,6 +169,17 @@ static enum MHD_Result reply_text(req *r, unsigned status, const char *text) {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
     return queue(r, status, resp, "text/plain; charset=utf-8");
+}
+
+/* A 503 for a write that was accepted and may or may not have been
+ * applied: the header tells clients (and the linearizability recorder)
+ * not to count it as rejected. */
+static enum MHD_Result reply_unknown(req *r, const char *text) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (resp)
+        MHD_add_response_header(resp, "X-Bitraft-Outcome", "unknown");
+    return queue(r, 503, resp, "text/plain; charset=utf-8");
 }
 
 /* A reply that takes a malloc'd buffer. */
@@ -180,9 +209,65 @@ static enum MHD_Result reply_err(req *r, unsigned status, const char *fmt, ...) 
     return reply_text(r, status, msg);
 }
 
+/* Appends the request's raw query string ("?a=b&c") to b. */
+static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *value) {
+    br_buf *b = cls;
+    (void)kind;
+    int err = br_buf_addc(b, b->len && memchr(b->p, '?', b->len) ? '&' : '?') ||
+              br_buf_adds(b, key) || (value && (br_buf_addc(b, '=') || br_buf_adds(b, value)));
+    return err ? MHD_NO : MHD_YES;
+}
+
+/*
+ * This node cannot serve the request (not the leader): a 307 to the leader
+ * with the same path and query (a 307 keeps the method and the body), or a
+ * 503 with Retry-After when no leader is known.
+ */
+static enum MHD_Result reply_not_leader(req *r) {
+    uint64_t self = 0, leader = 0;
+    char addr[256] = "";
+    br_service_leader(r->h->svc, &self, &leader, addr, sizeof addr);
+    if (!leader || leader == self || !addr[0] || !r->url) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            strlen(NO_LEADER_MSG), (void *)NO_LEADER_MSG, MHD_RESPMEM_PERSISTENT);
+        if (resp)
+            MHD_add_response_header(resp, "Retry-After", "1");
+        return queue(r, 503, resp, "text/plain; charset=utf-8");
+    }
+    br_buf loc = {0};
+    char id[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)leader);
+    int err = br_buf_adds(&loc, "http://") || br_buf_adds(&loc, addr) || br_buf_adds(&loc, r->url);
+    if (!err && MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, add_arg, &loc) < 0)
+        err = 1;
+    err = err || br_buf_addc(&loc, 0);
+    char *msg = NULL;
+    int n =
+        err ? -1 : asprintf(&msg, "not the leader; the leader is node %s at http://%s\n", id, addr);
+    struct MHD_Response *resp =
+        n < 0 ? NULL : MHD_create_response_from_buffer((size_t)n, msg, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(msg);
+        free(loc.p);
+        return reply_err(r, 500, "out of memory");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc.p);
+    MHD_add_response_header(resp, "X-Bitraft-Leader", id);
+    free(loc.p);
+    return queue(r, 307, resp, "text/plain; charset=utf-8");
+}
+
 /* Maps a service error to a status and a reason. */
 static enum MHD_Result reply_rc(req *r, int rc) {
     switch (rc) {
+    case BR_ENOTLEADER:
+        return reply_not_leader(r);
+    case BR_SERVICE_EUNKNOWN:
+        return reply_unknown(r, "outcome unknown: leadership was lost while the write was pending; "
+                                "it may or may not have been applied (read the key to find out)\n");
+    case -ETIMEDOUT:
+        return reply_err(r, 503, "no quorum: the cluster did not confirm the leader in time");
     case BR_ENOTFOUND:
         return reply_err(r, 404, "key not found");
     case BR_EEMPTYKEY:
@@ -193,6 +278,9 @@ static enum MHD_Result reply_rc(req *r, int rc) {
     case BR_ETOOBIG:
         return reply_err(r, 413, "%s", br_strerror(rc));
     case BR_ECLOSED:
+        if (r->pend == PEND_WRITE && r->accepted)
+            return reply_unknown(r, "server is shutting down; the write's outcome is unknown (it "
+                                    "may or may not have been applied)\n");
         return reply_err(r, 503, "server is shutting down");
     default:
         logf_(r->h, BR_LOG_ERROR, "%s: %s", route_names[r->route], br_strerror(rc));
@@ -267,26 +355,19 @@ static void write_done(void *ctx, int rc) {
 
 static enum MHD_Result reply_write(req *r);
 
-/* Suspends the connection and hands a write to the service; the reply
- * comes on the call after the completion resumes the connection. */
-static enum MHD_Result start_write(req *r, int (*submit)(req *r)) {
+/* Suspends the connection and hands a request to the service (submit);
+ * the reply comes on the call after the completion resumes the
+ * connection. */
+static enum MHD_Result suspend_submit(req *r, pending what, int (*submit)(req *r)) {
     br_http *h = r->h;
-    if (br_service_writes_inline(h->svc)) {
-        /* The write never waits for a flush (--sync interval or never):
-         * no suspension, no thread hop. */
-        r->inline_write = 1;
-        int rc = submit(r);
-        if (rc)
-            atomic_store(&r->rc, rc);
-        return reply_write(r);
-    }
     /* With br_http_stop(): either it sees this handler in submitting and
-     * waits for the write it submits, or this handler sees stopping. */
+     * waits for the request it submits, or this handler sees stopping. */
     atomic_fetch_add(&h->submitting, 1);
     if (atomic_load(&h->stopping)) {
         atomic_fetch_sub(&h->submitting, 1);
         return reply_rc(r, BR_ECLOSED);
     }
+    r->pend = what;
     r->phase = P_WAITING;
     atomic_fetch_add(&h->waiting, 1);
     MHD_suspend_connection(r->conn);
@@ -295,9 +376,28 @@ static enum MHD_Result start_write(req *r, int (*submit)(req *r)) {
         /* Not accepted: the completion will never run. */
         atomic_store(&r->rc, rc);
         MHD_resume_connection(r->conn);
+    } else {
+        r->accepted = 1;
     }
     atomic_fetch_sub(&h->submitting, 1);
     return MHD_YES;
+}
+
+/* Hands a write to the service: on the caller's thread when the service
+ * completes writes inline, else with the connection suspended. */
+static enum MHD_Result start_write(req *r, int (*submit)(req *r)) {
+    if (br_service_writes_inline(r->h->svc)) {
+        /* The write never waits for a flush (--sync interval or never):
+         * no suspension, no thread hop. */
+        r->inline_write = 1;
+        int rc = submit(r);
+        if (rc)
+            atomic_store(&r->rc, rc);
+        else
+            r->accepted = 1;
+        return reply_write(r);
+    }
+    return suspend_submit(r, PEND_WRITE, submit);
 }
 
 static int submit_put(req *r) {
@@ -313,11 +413,28 @@ static int submit_batch(req *r) {
     return br_service_write(r->h->svc, r->batch, write_done, r);
 }
 
-/* The call after a suspended write's completion resumed the connection. */
-static enum MHD_Result finish_write(req *r) {
+static enum MHD_Result reply_get(req *r, int rc, void *val, size_t vlen);
+static enum MHD_Result reply_range(req *r, int rc, br_service_iter *it);
+
+/* The call after a suspended request's completion resumed the connection. */
+static enum MHD_Result finish(req *r) {
     atomic_fetch_sub(&r->h->waiting, 1);
     r->phase = P_DONE;
-    return reply_write(r);
+    int rc = atomic_load_explicit(&r->rc, memory_order_acquire);
+    switch (r->pend) {
+    case PEND_GET: {
+        void *v = r->val;
+        r->val = NULL;
+        return reply_get(r, rc, v, r->vlen);
+    }
+    case PEND_RANGE: {
+        br_service_iter *it = r->it;
+        r->it = NULL;
+        return reply_range(r, rc, it);
+    }
+    default:
+        return reply_write(r);
+    }
 }
 
 static enum MHD_Result reply_write(req *r) {
@@ -343,6 +460,21 @@ static enum MHD_Result reply_write(req *r) {
 
 /* ---- Reads --------------------------------------------------------------- */
 
+/*
+ * Reads complete inline (standalone, or a stale read) or, when the service
+ * needs a read barrier first (a linearizable read in cluster mode), with
+ * the connection suspended like a write: the completion stores the result
+ * in the request and resumes it.
+ */
+
+static enum MHD_Result reply_get(req *r, int rc, void *val, size_t vlen) {
+    if (rc) {
+        free(val);
+        return reply_rc(r, rc);
+    }
+    return reply_owned(r, 200, val, vlen, "application/octet-stream");
+}
+
 typedef struct get_result {
     int rc;
     void *val;
@@ -354,25 +486,47 @@ static void get_done(void *ctx, int rc, void *val, size_t vlen) {
     g->rc = rc, g->val = val, g->vlen = vlen;
 }
 
+static void get_async_done(void *ctx, int rc, void *val, size_t vlen) {
+    req *r = ctx;
+    r->val = val;
+    r->vlen = vlen;
+    atomic_store_explicit(&r->rc, rc, memory_order_release);
+    MHD_resume_connection(r->conn);
+}
+
+static int submit_get(req *r) {
+    return br_service_get(r->h->svc, r->key, r->klen, r->rflags, get_async_done, r);
+}
+
 static enum MHD_Result do_get(req *r, const char *key, size_t klen) {
     if (klen > r->h->o.max_key_size)
         return reply_err(r, 400, "key is larger than the configured maximum");
     char kb[8];
     if (key != r->key && wire_key(r->h, &key, &klen, kb))
         return reply_err(r, 400, INT_KEY_MSG);
-    get_result g = {0};
-    int rc = br_service_get(r->h->svc, key, klen, get_done, &g);
-    if (rc == 0)
-        rc = g.rc;
-    if (rc)
-        return reply_rc(r, rc);
-    return reply_owned(r, 200, g.val, g.vlen, "application/octet-stream");
+    if (br_service_reads_inline(r->h->svc, r->rflags)) {
+        get_result g = {0};
+        int rc = br_service_get(r->h->svc, key, klen, r->rflags, get_done, &g);
+        if (rc == 0)
+            rc = g.rc;
+        return reply_get(r, rc, g.val, g.vlen);
+    }
+    if (key != r->key) {
+        char *k = malloc(klen ? klen : 1);
+        if (!k)
+            return reply_rc(r, BR_ENOMEM);
+        memcpy(k, key, klen);
+        free(r->key);
+        r->key = k;
+        r->klen = klen;
+    }
+    return suspend_submit(r, PEND_GET, submit_get);
 }
 
 /* A streamed range reply: entries are formatted into pend a few at a time
  * and copied out as libmicrohttpd asks for them. */
 typedef struct stream {
-    br_iter *it;
+    br_service_iter *it;
     int ndjson;   /* 1: {"key":..} lines; 0: the original's "K,V" lines */
     int int_keys; /* keys are 8-byte numbers, shown in decimal */
     size_t limit; /* 0 = none; else the iterator holds limit + 1 */
@@ -391,7 +545,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         while (!st->finished && st->pend.len < max) {
             const void *k, *v;
             size_t kl, vl;
-            int rc = br_iter_next(st->it, &k, &kl, &v, &vl);
+            int rc = br_service_iter_next(st->it, &k, &kl, &v, &vl);
             if (rc < 0) {
                 logf_(st->h, BR_LOG_ERROR, "range: %s", br_strerror(rc));
                 return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -430,19 +584,31 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(void *cls) {
     stream *st = cls;
-    br_iter_free(st->it);
+    br_service_iter_free(st->it);
     free(st->pend.p);
     free(st);
 }
 
 typedef struct range_result {
     int rc;
-    br_iter *it;
+    br_service_iter *it;
 } range_result;
 
-static void range_done(void *ctx, int rc, br_iter *it) {
+static void range_done(void *ctx, int rc, br_service_iter *it) {
     range_result *x = ctx;
     x->rc = rc, x->it = it;
+}
+
+static void range_async_done(void *ctx, int rc, br_service_iter *it) {
+    req *r = ctx;
+    r->it = it;
+    atomic_store_explicit(&r->rc, rc, memory_order_release);
+    MHD_resume_connection(r->conn);
+}
+
+static int submit_range(req *r) {
+    return br_service_range(r->h->svc, r->rs, r->rsl, r->re, r->rel, r->limit ? r->limit + 1 : 0,
+                            r->rflags, range_async_done, r);
 }
 
 static enum MHD_Result do_range(req *r, const char *s, size_t sl, const char *e, size_t el,
@@ -451,21 +617,35 @@ static enum MHD_Result do_range(req *r, const char *s, size_t sl, const char *e,
     char sb[8], eb[8];
     if ((s && wire_key(r->h, &s, &sl, sb)) || (e && wire_key(r->h, &e, &el, eb)))
         return reply_err(r, 400, INT_KEY_MSG);
+    r->ndjson = ndjson;
+    r->limit = lim;
+    if (!br_service_reads_inline(r->h->svc, r->rflags)) {
+        r->rs = s, r->rsl = sl, r->re = e, r->rel = el;
+        return suspend_submit(r, PEND_RANGE, submit_range);
+    }
     range_result x = {0};
-    int rc = br_service_range(r->h->svc, s, sl, e, el, lim ? lim + 1 : 0, range_done, &x);
+    int rc =
+        br_service_range(r->h->svc, s, sl, e, el, lim ? lim + 1 : 0, r->rflags, range_done, &x);
     if (rc == 0)
         rc = x.rc;
-    if (rc)
+    return reply_range(r, rc, x.it);
+}
+
+/* Replies to a range: the stream over it, or the error rc. */
+static enum MHD_Result reply_range(req *r, int rc, br_service_iter *it) {
+    if (rc) {
+        br_service_iter_free(it);
         return reply_rc(r, rc);
+    }
     stream *st = calloc(1, sizeof *st);
     if (!st) {
-        br_iter_free(x.it);
+        br_service_iter_free(it);
         return reply_rc(r, BR_ENOMEM);
     }
-    st->it = x.it;
-    st->ndjson = ndjson;
+    st->it = it;
+    st->ndjson = r->ndjson;
     st->int_keys = r->h->o.int_keys;
-    st->limit = lim;
+    st->limit = r->limit;
     st->h = r->h;
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,
                                                                   stream_read, st, stream_free);
@@ -473,7 +653,7 @@ static enum MHD_Result do_range(req *r, const char *s, size_t sl, const char *e,
         stream_free(st);
         return MHD_NO;
     }
-    return queue(r, 200, resp, ndjson ? "application/x-ndjson" : "text/plain; charset=utf-8");
+    return queue(r, 200, resp, r->ndjson ? "application/x-ndjson" : "text/plain; charset=utf-8");
 }
 
 /* ---- Batches ------------------------------------------------------------- */
@@ -485,14 +665,14 @@ static int add_op(void *ctx, int op, const char *k, size_t kl, const char *v, si
     char kb[8];
     if (wire_key(r->h, &k, &kl, kb))
         return BAD_INT_KEY;
-    int rc =
-        op == BR_OP_PUT ? br_batch_put(r->batch, k, kl, v, vl) : br_batch_delete(r->batch, k, kl);
+    int rc = op == BR_OP_PUT ? br_service_batch_put(r->batch, k, kl, v, vl)
+                             : br_service_batch_delete(r->batch, k, kl);
     return rc ? rc : 0;
 }
 
 static enum MHD_Result do_batch(req *r, int ndjson) {
     char err[256] = "bad body";
-    r->batch = br_batch_new();
+    r->batch = br_service_batch_new(r->h->svc);
     if (!r->batch)
         return reply_rc(r, BR_ENOMEM);
     const char *b = r->body.p ? r->body.p : "";
@@ -516,9 +696,57 @@ static double since(const struct timespec *t0) {
     return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* The "raft" member of /status in cluster mode (a malloc'd string), or "". */
+static char *raft_json(const br_service_stats *st) {
+    if (!st->cluster)
+        return strdup("");
+    const br_service_raft_stats *rs = &st->raft;
+    br_buf b = {0};
+    char line[512];
+    snprintf(line, sizeof line,
+             ",\"raft\":{\"id\":%llu,\"role\":\"%s\",\"term\":%llu,\"leader\":%llu,"
+             "\"leader_addr\":\"",
+             (unsigned long long)rs->id, rs->role, (unsigned long long)rs->term,
+             (unsigned long long)rs->leader);
+    int err = br_buf_adds(&b, line);
+    for (const char *p = rs->leader_addr; *p && !err; p++)
+        if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+            err = br_buf_addc(&b, *p);
+    snprintf(line, sizeof line,
+             "\",\"commit\":%llu,\"applied\":%llu,\"last_index\":%llu,\"first_index\":%llu,"
+             "\"snapshot_index\":%llu,\"proposals\":%llu,\"syncs\":%llu,"
+             "\"snapshots_sent\":%llu,\"snapshots_installed\":%llu,\"fatal\":\"%s\","
+             "\"peers\":[",
+             (unsigned long long)rs->commit, (unsigned long long)rs->applied,
+             (unsigned long long)rs->last_index, (unsigned long long)rs->first_index,
+             (unsigned long long)rs->snapshot_index, (unsigned long long)rs->proposals,
+             (unsigned long long)rs->syncs, (unsigned long long)rs->snapshots_sent,
+             (unsigned long long)rs->snapshots_installed, rs->fatal ? br_errname(rs->fatal) : "");
+    err = err || br_buf_adds(&b, line);
+    for (size_t i = 0; i < rs->n_peers && i < 16; i++) {
+        const br_service_peer *p = &rs->peers[i];
+        snprintf(line, sizeof line,
+                 "%s{\"id\":%llu,\"match\":%llu,\"next\":%llu,\"connected\":%s,"
+                 "\"snapshotting\":%s}",
+                 i ? "," : "", (unsigned long long)p->id, (unsigned long long)p->match,
+                 (unsigned long long)p->next, p->connected ? "true" : "false",
+                 p->snapshotting ? "true" : "false");
+        err = err || br_buf_adds(&b, line);
+    }
+    err = err || br_buf_adds(&b, "]}") || br_buf_addc(&b, 0);
+    if (err) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
 static enum MHD_Result do_status(req *r) {
     br_service_stats st;
     br_service_stats_get(r->h->svc, &st);
+    char *raft = raft_json(&st);
+    if (!raft)
+        return reply_rc(r, BR_ENOMEM);
     char *out = NULL;
     int n = asprintf(
         &out,
@@ -528,7 +756,7 @@ static enum MHD_Result do_status(req *r) {
         "\"dead_bytes\":%llu,\"index_bytes\":%llu,\"last_seq\":%llu,"
         "\"writes_inflight\":%llu,\"compaction\":{\"running\":%s,\"todo_bytes\":%llu,"
         "\"done_bytes\":%llu,\"merges\":%llu,\"files_in\":%llu,\"bytes_read\":%llu,"
-        "\"bytes_written\":%llu,\"bytes_reclaimed\":%llu}}\n",
+        "\"bytes_written\":%llu,\"bytes_reclaimed\":%llu}%s}\n",
         r->h->o.version, since(&r->h->started), st.mode,
         st.key_mode == BR_KEYS_INT ? "int" : "bytes", (unsigned long long)st.engine.keys,
         (unsigned long long)st.engine.data_files, (unsigned long long)st.engine.disk_bytes,
@@ -540,7 +768,8 @@ static enum MHD_Result do_status(req *r) {
         (unsigned long long)st.engine.compact_files_in,
         (unsigned long long)st.engine.compact_bytes_read,
         (unsigned long long)st.engine.compact_bytes_written,
-        (unsigned long long)st.engine.compact_reclaimed);
+        (unsigned long long)st.engine.compact_reclaimed, raft);
+    free(raft);
     if (n < 0)
         return reply_rc(r, BR_ENOMEM);
     return reply_owned(r, 200, out, (size_t)n, "application/json");
@@ -631,6 +860,29 @@ static enum MHD_Result do_metrics(req *r) {
     for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++)
         err |= addf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", figs[i].name, figs[i].help,
                     figs[i].name, figs[i].type, figs[i].name, figs[i].v);
+    if (st.cluster) {
+        const struct {
+            const char *name, *type, *help;
+            unsigned long long v;
+        } rf[] = {
+            {"bitraft_raft_term", "gauge", "Current Raft term.", st.raft.term},
+            {"bitraft_raft_commit_index", "gauge", "Highest log index known committed.",
+             st.raft.commit},
+            {"bitraft_raft_applied_index", "gauge", "Highest log index applied to the store.",
+             st.raft.applied},
+            {"bitraft_raft_last_index", "gauge", "Last index of the local raft log.",
+             st.raft.last_index},
+            {"bitraft_raft_is_leader", "gauge", "1 on the leader.",
+             (unsigned long long)st.raft.is_leader},
+            {"bitraft_raft_leader_id", "gauge", "The leader this node knows (0 none).",
+             st.raft.leader},
+            {"bitraft_raft_log_syncs_total", "counter", "Raft log fsyncs.", st.raft.syncs},
+            {"bitraft_raft_proposals_total", "counter", "Entries proposed.", st.raft.proposals},
+        };
+        for (size_t i = 0; i < sizeof rf / sizeof rf[0]; i++)
+            err |= addf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", rf[i].name, rf[i].help,
+                        rf[i].name, rf[i].type, rf[i].name, rf[i].v);
+    }
     if (err) {
         free(b.p);
         return reply_rc(r, BR_ENOMEM);
@@ -823,6 +1075,15 @@ static enum MHD_Result dispatch(req *r, const char *url, const char *method) {
     enum MHD_Result res;
     if (r->too_large)
         return reply_err(r, 413, "request body is larger than %zu bytes", r->cap);
+    if (r->route == R_root_usage || r->route == R_kv_get || r->route == R_kv_range) {
+        /* ?consistency=stale reads this node's store as it is (it may lag
+         * the leader); the default is linearizable. */
+        const char *c = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "consistency");
+        if (c && strcmp(c, "stale") == 0)
+            r->rflags = BR_SERVICE_STALE;
+        else if (c && strcmp(c, "linearizable") != 0)
+            return reply_err(r, 400, "consistency must be linearizable (the default) or stale");
+    }
     switch (r->route) {
     case R_root_usage:
         return root_get(r);
@@ -906,11 +1167,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         }
         return br_buf_add(&r->body, upload_data, n) ? MHD_NO : MHD_YES;
     }
+    r->url = url;
     switch (r->phase) {
     case P_NEW:
         return dispatch(r, url, method);
     case P_WAITING:
-        return finish_write(r);
+        return finish(r);
     default:
         return MHD_YES; /* reply already queued */
     }
@@ -941,7 +1203,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (h->o.verbose)
         logf_(h, BR_LOG_DEBUG, "%s %u %.6fs%s", route_names[r->route], r->status, secs,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
-    br_batch_free(r->batch);
+    br_service_batch_free(r->batch);
+    br_service_iter_free(r->it);
+    free(r->val);
     free(r->key);
     free(r->body.p);
     free(r);

@@ -8,7 +8,7 @@
  * the group size. Reads run on the caller's thread: the engine never makes
  * a reader wait for a flush.
  */
-#include "bitraft/service.h"
+#include "service_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +30,8 @@ typedef struct job {
     void *ctx;
 } job;
 
-struct br_service {
+typedef struct standalone {
+    br_service base; /* first: the table and the key mode */
     br_engine *engine;
     pthread_mutex_t mu;
     pthread_cond_t work;    /* signalled when a job is queued or closing */
@@ -40,17 +41,13 @@ struct br_service {
     uint64_t inflight;      /* accepted, callback not yet returned */
     int closing;            /* no new operations; workers exit when the queue is empty */
     int inline_writes;      /* run writes on the caller's thread (sync policy not always) */
-    br_key_mode key_mode;   /* from the directory's KEYS file */
     unsigned nthreads;
     pthread_t *threads;
-};
+} standalone;
 
-void br_service_options_init(br_service_options *o) {
-    memset(o, 0, sizeof *o);
-    o->write_threads = 32;
-}
+static const br_service_ops standalone_ops;
 
-static int run_job(br_service *s, const job *j) {
+static int run_job(standalone *s, const job *j) {
     switch (j->kind) {
     case JOB_PUT:
         return br_engine_put(s->engine, j->key, j->klen, j->val, j->vlen);
@@ -62,7 +59,7 @@ static int run_job(br_service *s, const job *j) {
 }
 
 static void *worker(void *arg) {
-    br_service *s = arg;
+    standalone *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->head && !s->closing)
@@ -87,74 +84,6 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-/*
- * The KEYS file: absent for byte keys, or the line "int\n" for integer
- * keys. Written once, when an empty directory is created in integer mode:
- * KEYS.tmp, fsync, rename, fsync of the directory; so after a crash it is
- * either whole or absent (and the directory still empty).
- */
-static int key_mode_load(br_service *s, const char *dir, int want_int, char *err, size_t errlen) {
-    char path[4096], tmp[4096];
-    snprintf(path, sizeof path, "%s/KEYS", dir);
-    snprintf(tmp, sizeof tmp, "%s/KEYS.tmp", dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        char buf[16] = "";
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (n == 4 && memcmp(buf, "int\n", 4) == 0) {
-            s->key_mode = BR_KEYS_INT;
-            return 0;
-        }
-        if (err && errlen)
-            snprintf(err, errlen, "%s: not a key mode this version knows", path);
-        return BR_EFORMAT;
-    }
-    if (errno != ENOENT)
-        return -errno;
-    s->key_mode = BR_KEYS_BYTES;
-    if (!want_int)
-        return 0;
-    br_engine_stats st;
-    br_engine_stats_get(s->engine, &st);
-    if (st.keys || st.last_seq) {
-        if (want_int == 2)
-            return 0; /* keep the byte keys already there */
-        if (err && errlen)
-            snprintf(err, errlen,
-                     "%s holds byte keys; integer-key mode is chosen when a directory is "
-                     "created",
-                     dir);
-        return BR_EINVAL;
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -errno;
-    errno = 0;
-    int rc = write(fd, "int\n", 4) == 4 && fsync(fd) == 0 ? 0 : (errno ? -errno : -EIO);
-    close(fd);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = -errno;
-    if (rc == 0) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0 || fsync(dfd) != 0)
-            rc = -errno;
-        if (dfd >= 0)
-            close(dfd);
-    }
-    if (rc) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: %s", path, br_strerror(rc));
-        return rc;
-    }
-    s->key_mode = BR_KEYS_INT;
-    return 0;
-}
-
-br_key_mode br_service_key_mode(const br_service *s) {
-    return s->key_mode;
-}
-
 int br_service_open_standalone(const char *dir, const br_engine_options *eo,
                                const br_service_options *so, br_service **out, char *err,
                                size_t errlen) {
@@ -170,9 +99,10 @@ int br_service_open_standalone(const char *dir, const br_engine_options *eo,
             snprintf(err, errlen, "write threads must be 1..1024, got %u", n);
         return BR_EINVAL;
     }
-    br_service *s = calloc(1, sizeof *s);
+    standalone *s = calloc(1, sizeof *s);
     if (!s)
         return BR_ENOMEM;
+    s->base.ops = &standalone_ops;
     int rc = br_engine_open(dir, eo, &s->engine, err, errlen);
     if (rc) {
         free(s);
@@ -181,7 +111,10 @@ int br_service_open_standalone(const char *dir, const br_engine_options *eo,
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->drained, NULL);
-    rc = key_mode_load(s, dir, so->int_keys, err, errlen);
+    br_engine_stats st;
+    br_engine_stats_get(s->engine, &st);
+    rc = br_service_key_mode_load(dir, so->int_keys, st.keys || st.last_seq, &s->base.key_mode, err,
+                                  errlen);
     if (rc)
         goto fail;
     s->inline_writes = so->inline_writes && eo && eo->sync != BR_SYNC_ALWAYS;
@@ -199,25 +132,35 @@ int br_service_open_standalone(const char *dir, const br_engine_options *eo,
             goto fail;
         }
     }
-    *out = s;
+    *out = &s->base;
     return 0;
 fail:
-    br_service_close(s);
+    br_service_close(&s->base);
     return rc;
 }
 
-int br_service_reads_inline(const br_service *s) {
-    (void)s;
+static int sa_reads_inline(const br_service *s, unsigned flags) {
+    (void)s, (void)flags;
     return 1;
 }
 
-int br_service_writes_inline(const br_service *s) {
-    return s->inline_writes;
+static int sa_writes_inline(const br_service *bs) {
+    return ((const standalone *)bs)->inline_writes;
+}
+
+static void sa_leader(br_service *s, uint64_t *self, uint64_t *leader, char *addr, size_t addrlen) {
+    (void)s;
+    if (self)
+        *self = 0;
+    if (leader)
+        *leader = 0;
+    if (addr && addrlen)
+        addr[0] = 0;
 }
 
 /* Queues j (or runs it here when writes are inline), or returns BR_ECLOSED
  * (j is freed) when closing. */
-static int submit(br_service *s, job *j) {
+static int submit(standalone *s, job *j) {
     if (s->inline_writes) {
         j->cb(j->ctx, run_job(s, j));
         free(j);
@@ -252,8 +195,9 @@ static job *job_new(job_kind kind, br_service_done_fn cb, void *ctx) {
     return j;
 }
 
-int br_service_put(br_service *s, const void *key, size_t klen, const void *val, size_t vlen,
-                   br_service_done_fn cb, void *ctx) {
+static int sa_put(br_service *bs, const void *key, size_t klen, const void *val, size_t vlen,
+                  br_service_done_fn cb, void *ctx) {
+    standalone *s = (standalone *)bs;
     job *j = job_new(JOB_PUT, cb, ctx);
     if (!j)
         return BR_ENOMEM;
@@ -264,8 +208,9 @@ int br_service_put(br_service *s, const void *key, size_t klen, const void *val,
     return submit(s, j);
 }
 
-int br_service_delete(br_service *s, const void *key, size_t klen, br_service_done_fn cb,
-                      void *ctx) {
+static int sa_delete(br_service *bs, const void *key, size_t klen, br_service_done_fn cb,
+                     void *ctx) {
+    standalone *s = (standalone *)bs;
     job *j = job_new(JOB_DELETE, cb, ctx);
     if (!j)
         return BR_ENOMEM;
@@ -274,15 +219,36 @@ int br_service_delete(br_service *s, const void *key, size_t klen, br_service_do
     return submit(s, j);
 }
 
-int br_service_write(br_service *s, const br_batch *b, br_service_done_fn cb, void *ctx) {
+static void *sa_batch_new(br_service *s) {
+    (void)s;
+    return br_batch_new();
+}
+
+static int sa_batch_put(void *b, const void *key, size_t klen, const void *val, size_t vlen) {
+    return br_batch_put(b, key, klen, val, vlen);
+}
+
+static int sa_batch_delete(void *b, const void *key, size_t klen) {
+    return br_batch_delete(b, key, klen);
+}
+
+static void sa_batch_free(void *b) {
+    br_batch_free(b);
+}
+
+static int sa_write(br_service *bs, void *b, br_service_done_fn cb, void *ctx) {
+    standalone *s = (standalone *)bs;
     job *j = job_new(JOB_WRITE, cb, ctx);
     if (!j)
         return BR_ENOMEM;
-    j->batch = b;
+    j->batch = (const br_batch *)b;
     return submit(s, j);
 }
 
-int br_service_get(br_service *s, const void *key, size_t klen, br_service_get_fn cb, void *ctx) {
+static int sa_get(br_service *bs, const void *key, size_t klen, unsigned flags,
+                  br_service_get_fn cb, void *ctx) {
+    standalone *s = (standalone *)bs;
+    (void)flags;
     void *val = NULL;
     size_t vlen = 0;
     int rc = br_engine_get(s->engine, key, klen, &val, &vlen);
@@ -290,18 +256,47 @@ int br_service_get(br_service *s, const void *key, size_t klen, br_service_get_f
     return 0;
 }
 
-int br_service_range(br_service *s, const void *start, size_t slen, const void *end, size_t elen,
-                     size_t limit, br_service_range_fn cb, void *ctx) {
-    br_iter *it = NULL;
-    int rc = br_engine_iter(s->engine, start, slen, end, elen, limit, &it);
-    cb(ctx, rc, rc ? NULL : it);
+/* The engine's iterator behind the service's. */
+typedef struct sa_iter {
+    br_service_iter base;
+    br_iter *it;
+} sa_iter;
+
+static int sa_iter_next(br_service_iter *it, const void **key, size_t *klen, const void **val,
+                        size_t *vlen) {
+    return br_iter_next(((sa_iter *)it)->it, key, klen, val, vlen);
+}
+
+static void sa_iter_free(br_service_iter *it) {
+    br_iter_free(((sa_iter *)it)->it);
+    free(it);
+}
+
+static const br_service_iter_ops sa_iter_ops = {sa_iter_next, sa_iter_free};
+
+static int sa_range(br_service *bs, const void *start, size_t slen, const void *end, size_t elen,
+                    size_t limit, unsigned flags, br_service_range_fn cb, void *ctx) {
+    standalone *s = (standalone *)bs;
+    (void)flags;
+    sa_iter *si = calloc(1, sizeof *si);
+    if (!si)
+        return BR_ENOMEM;
+    si->base.ops = &sa_iter_ops;
+    int rc = br_engine_iter(s->engine, start, slen, end, elen, limit, &si->it);
+    if (rc) {
+        free(si);
+        cb(ctx, rc, NULL);
+    } else {
+        cb(ctx, 0, &si->base);
+    }
     return 0;
 }
 
-void br_service_stats_get(br_service *s, br_service_stats *st) {
+static void sa_stats(br_service *bs, br_service_stats *st) {
+    standalone *s = (standalone *)bs;
     memset(st, 0, sizeof *st);
     st->mode = "standalone";
-    st->key_mode = s->key_mode;
+    st->key_mode = s->base.key_mode;
     br_engine_stats_get(s->engine, &st->engine);
     pthread_mutex_lock(&s->mu);
     st->writes_queued = s->queued;
@@ -309,13 +304,12 @@ void br_service_stats_get(br_service *s, br_service_stats *st) {
     pthread_mutex_unlock(&s->mu);
 }
 
-int br_service_compact(br_service *s, uint32_t min_dead_pct) {
-    return br_engine_compact_start(s->engine, min_dead_pct);
+static int sa_compact(br_service *bs, uint32_t min_dead_pct) {
+    return br_engine_compact_start(((standalone *)bs)->engine, min_dead_pct);
 }
 
-int br_service_close(br_service *s) {
-    if (!s)
-        return 0;
+static int sa_close(br_service *bs) {
+    standalone *s = (standalone *)bs;
     pthread_mutex_lock(&s->mu);
     s->closing = 1;
     pthread_cond_broadcast(&s->work);
@@ -332,3 +326,22 @@ int br_service_close(br_service *s) {
     free(s);
     return rc;
 }
+
+static const br_service_ops standalone_ops = {
+    .mode = "standalone",
+    .reads_inline = sa_reads_inline,
+    .writes_inline = sa_writes_inline,
+    .leader = sa_leader,
+    .get = sa_get,
+    .put = sa_put,
+    .del = sa_delete,
+    .batch_new = sa_batch_new,
+    .batch_put = sa_batch_put,
+    .batch_delete = sa_batch_delete,
+    .batch_free = sa_batch_free,
+    .write = sa_write,
+    .range = sa_range,
+    .stats = sa_stats,
+    .compact = sa_compact,
+    .close = sa_close,
+};

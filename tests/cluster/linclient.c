@@ -20,12 +20,15 @@
  *   ok       the server answered 2xx (or 404 for a get or del);
  *   fail     it definitely did not happen: the connection was refused and
  *            no request was sent (see run_op on libcurl's silent resend),
- *            or the server answered 4xx or 503, which
- *            docs/API.md says change nothing (a rejected request changes
- *            nothing; 503 = shutting down or not the leader);
- *   unknown  anything else — timeout, reset, empty reply, 5xx other than
- *            503, an unexpected status: it may or may not have taken
- *            effect, and the checker allows both.
+ *            or the server answered 4xx, or 503 without
+ *            `X-Bitraft-Outcome: unknown` (docs/API.md: a rejected
+ *            request changes nothing; 503 = no leader known, shutting
+ *            down before the write was accepted);
+ *   unknown  anything else — timeout, reset, empty reply, a 503 with
+ *            `X-Bitraft-Outcome: unknown` (a cluster leader lost its
+ *            leadership, or closed, with the write pending), other 5xx,
+ *            an unexpected status: it may or may not have taken effect,
+ *            and the checker allows both.
  *
  * A 307/308 (a follower pointing at the leader) is followed to its Location,
  * at most 8 times; the operation's outcome is the last reply's.
@@ -73,6 +76,7 @@ typedef struct {
     char *body;
     size_t blen, bcap;
     char location[1024];
+    bool outcome_unknown; /* the reply said X-Bitraft-Outcome: unknown */
     /* Counters. */
     size_t ok, fail, unknown, redirects;
 } client;
@@ -112,6 +116,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
 static size_t on_header(char *p, size_t size, size_t n, void *arg) {
     client *c = arg;
     size_t len = size * n;
+    if (len >= 18 && strncasecmp(p, "x-bitraft-outcome:", 18) == 0)
+        c->outcome_unknown = true;
     if (len > 9 && strncasecmp(p, "location:", 9) == 0) {
         const char *v = p + 9;
         size_t l = len - 9;
@@ -182,6 +188,7 @@ static void run_op(client *c, lc_op *o) {
         curl_easy_reset(h);
         c->blen = 0;
         c->location[0] = '\0';
+        c->outcome_unknown = false;
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, cfg->timeout_ms);
@@ -238,7 +245,7 @@ static void run_op(client *c, lc_op *o) {
             o->outcome = LC_OK;
             if (o->kind == LC_DEL)
                 o->del_result = LC_DEL_ABSENT;
-        } else if ((code >= 400 && code < 500) || code == 503) {
+        } else if ((code >= 400 && code < 500) || (code == 503 && !c->outcome_unknown)) {
             o->outcome = LC_FAIL;
         } else {
             o->outcome = LC_UNKNOWN;

@@ -359,13 +359,14 @@ stop_term
 check "SIGTERM exits 0 (got $RC)" test "$RC" = 0
 
 section "argument forms"
-"$BIN" serve port 5000 data-dir "$ROOT/c5000" 2>"$ROOT/err"
-check "original cluster form refused with exit 2" test $? = 2
-check "cluster refusal says why" grep -q "cluster mode is not built yet" "$ROOT/err"
+# Cluster forms are tested in cluster_test.sh; here only their refusals.
+"$BIN" serve --port 0 --data-dir "$ROOT/c5000" --peers 1=127.0.0.1:4000,x 2>"$ROOT/err"
+check "malformed --peers refused with exit 2" test $? = 2
+check "the refusal says why" grep -q "is not ID=HOST:PORT" "$ROOT/err"
 "$BIN" serve port 0 data-dir "$ROOT/c" distributed true 2>"$ROOT/err"
-check "distributed true refused with exit 2" test $? = 2
+check "distributed true on a port no member has: exit 2" test $? = 2
 "$BIN" serve --port 0 --peers 1=a:1 2>/dev/null
-check "--peers refused with exit 2" test $? = 2
+check "--peers without this node's port: exit 2" test $? = 2
 "$BIN" serve --sync sometimes 2>/dev/null
 check "bad --sync exits 2" test $? = 2
 "$BIN" serve --bogus 1 2>/dev/null
