@@ -30,3 +30,11 @@ add_test(NAME lin_standalone
                  $<TARGET_FILE:bitraft> $<TARGET_FILE:bitraft-linclient>
                  $<TARGET_FILE:bitraft-lincheck> ${CMAKE_BINARY_DIR}/test-tmp)
 set_tests_properties(lin_standalone PROPERTIES TIMEOUT 120)
+
+# A real 3-node cluster under kill -9 of (mostly) the leader every few
+# seconds: the recorded history must be linearizable.
+add_test(NAME lin_cluster
+         COMMAND ${BR_LIN_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/lin_cluster_test.sh
+                 $<TARGET_FILE:bitraft> $<TARGET_FILE:bitraft-linclient>
+                 $<TARGET_FILE:bitraft-lincheck> ${CMAKE_BINARY_DIR}/test-tmp 12)
+set_tests_properties(lin_cluster PROPERTIES TIMEOUT 240)
