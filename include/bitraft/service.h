@@ -122,6 +122,10 @@ typedef struct br_service_cluster_options {
     uint32_t tick_ms;         /* 0 = 10 */
     uint32_t election_ticks;  /* 0 = 15: timeouts random in [E, 2E) ticks */
     uint32_t heartbeat_ticks; /* 0 = 5 */
+    uint64_t snapshot_every;  /* snapshot and truncate the raft log every this many applied
+                                 entries; 0 = the node's default (10,000) */
+    uint64_t snapshot_keep;   /* entries kept behind the snapshot for slow followers;
+                                 0 = the node's default (1,000) */
     br_log_fn log;            /* the node's log lines (optional) */
     void *log_ctx;
     br_log_level log_level; /* lines above this level are dropped */

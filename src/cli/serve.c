@@ -86,6 +86,9 @@ static void serve_usage(FILE *to) {
             "  --cluster-token T    shared secret checked when peers connect\n"
             "  --election-ms N      election timeout, random in [N, 2N) (default 150)\n"
             "  --heartbeat-ms N     leader heartbeat interval (default 50)\n"
+            "  --snapshot-every N   snapshot and truncate the raft log every N applied entries\n"
+            "                       (default 10000)\n"
+            "  --snapshot-keep N    entries kept behind a snapshot for slow followers (1000)\n"
             "The original's form 'bitraft serve port 5000 data-dir data5000' is member 2 of\n"
             "1=127.0.0.1:4000,2=127.0.0.1:5000,3=127.0.0.1:6000. In cluster mode --sync is\n"
             "ignored: a write is acknowledged once it is in the raft log (fsynced) of a\n"
@@ -138,6 +141,7 @@ typedef struct serve_args {
     uint64_t node_id;
     int raft_port; /* -1 = default */
     uint64_t election_ms, heartbeat_ms;
+    uint64_t snapshot_every, snapshot_keep; /* 0: the node's defaults */
     member members[BR_RAFT_MAX_MEMBERS];
     size_t n_members;
 } serve_args;
@@ -401,6 +405,14 @@ static int parse_serve(int argc, char **argv, serve_args *a) {
             if (parse_size(v, &n) || n < 2 * TICK_MS || n > 60000 || strpbrk(v, "KkMmGg"))
                 return bad(f, v, "20..60000 milliseconds");
             a->election_ms = n;
+        } else if (strcmp(name, "snapshot-every") == 0) {
+            if (parse_size(v, &n) || n < 1)
+                return bad(f, v, "a number of entries (at least 1)");
+            a->snapshot_every = n;
+        } else if (strcmp(name, "snapshot-keep") == 0) {
+            if (parse_size(v, &n) || n < 1)
+                return bad(f, v, "a number of entries (at least 1)");
+            a->snapshot_keep = n;
         } else if (strcmp(name, "heartbeat-ms") == 0) {
             if (parse_size(v, &n) || n < TICK_MS || n > 30000 || strpbrk(v, "KkMmGg"))
                 return bad(f, v, "10..30000 milliseconds");
@@ -548,6 +560,8 @@ int cmd_serve(int argc, char **argv) {
         co.heartbeat_ticks = (uint32_t)(a.heartbeat_ms / TICK_MS);
         if (co.heartbeat_ticks >= co.election_ticks)
             co.heartbeat_ticks = co.election_ticks - 1;
+        co.snapshot_every = a.snapshot_every;
+        co.snapshot_keep = a.snapshot_keep;
         co.log = log_stderr;
         co.log_level = (br_log_level)log_level;
         rc = br_service_open_replicated(a.dir, &a.engine, &a.service, &co, &svc, err, sizeof err);

@@ -626,6 +626,8 @@ int br_service_open_replicated(const char *dir, const br_engine_options *eo,
     nc.tick_ms = co->tick_ms;
     nc.election_ticks = co->election_ticks;
     nc.heartbeat_ticks = co->heartbeat_ticks;
+    nc.compact_every = co->snapshot_every;
+    nc.compact_tail = co->snapshot_keep;
     nc.engine = eo;
     if (co->log) {
         nc.log_fn = node_log;
