@@ -13,6 +13,7 @@
 
 #include "engine/hint.h"
 #include "engine/internal.h"
+#include "engine/keysort.h"
 
 /* ---- Recovery ----------------------------------------------------------------- */
 
@@ -35,7 +36,7 @@ typedef struct rec_ent {
 #define REC_DEL 0x80000000u
 
 typedef struct recov {
-    rec_ent *v, *tmp;
+    rec_ent *v;
     size_t n, cap;
     br_hint *hints;     /* hints loaded: merged into the index by the build */
     uint32_t *hint_ids; /* the data file of each */
@@ -233,36 +234,6 @@ static int scan_file(br_engine *e, recov *rv, br_datafile *f, uint64_t end, bool
     return 0;
 }
 
-/* Stable LSD radix sort of (*v)[0..n) by head, 16 bits a pass, passing
- * the records back and forth between *v and *tmp (which may swap); passes
- * whose digit is the same for every record are skipped. Returns 0 or
- * BR_ENOMEM (nothing sorted). */
-static int radix_sort(rec_ent **v, rec_ent **tmp, size_t n) {
-    size_t *cnt = malloc(65536 * sizeof *cnt);
-    if (!cnt)
-        return BR_ENOMEM;
-    for (int shift = 0; shift < 64; shift += 16) {
-        rec_ent *src = *v, *dst = *tmp;
-        memset(cnt, 0, 65536 * sizeof *cnt);
-        for (size_t i = 0; i < n; i++)
-            cnt[(src[i].head >> shift) & 0xffff]++;
-        if (cnt[(src[0].head >> shift) & 0xffff] == n)
-            continue;
-        size_t sum = 0;
-        for (size_t d = 0; d < 65536; d++) {
-            size_t c = cnt[d];
-            cnt[d] = sum;
-            sum += c;
-        }
-        for (size_t i = 0; i < n; i++)
-            dst[cnt[(src[i].head >> shift) & 0xffff]++] = src[i];
-        *v = dst;
-        *tmp = src;
-    }
-    free(cnt);
-    return 0;
-}
-
 /* Full order: key bytes, then file and offset (which record of a key is
  * the newest is decided by sequence number). */
 static int rec_cmp(const void *a, const void *b) {
@@ -279,53 +250,17 @@ static int rec_cmp(const void *a, const void *b) {
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
+#define REC_KEY(x)  ((x).key)
+#define REC_KLEN(x) ((x).klen & ~REC_DEL)
+BR_KEYSORT_DEFINE(sort_recs, rec_ent, REC_KEY, REC_KLEN, rec_cmp)
+
 /*
  * Sorts the records that were scanned (files without a valid hint, and the
  * newest file) by key, keeping log order among equal keys. Returns 0 or
  * BR_ENOMEM.
  */
 static int sort_scanned(recov *rv) {
-    size_t n = rv->n;
-    if (n < 2)
-        return 0;
-    /* Heads start after the prefix all keys share (bounded), so they tell
-     * keys apart even when all begin alike ("user:", "0000..."). */
-    const uint8_t *k0 = rv->v[0].key;
-    size_t p = rv->v[0].klen & ~REC_DEL;
-    if (p > 64)
-        p = 64;
-    for (size_t i = 1; i < n && p; i++) {
-        const uint8_t *k = rv->v[i].key;
-        size_t l = rv->v[i].klen & ~REC_DEL, j = 0;
-        size_t m = l < p ? l : p;
-        while (j < m && k[j] == k0[j])
-            j++;
-        p = j;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *k = rv->v[i].key;
-        size_t l = rv->v[i].klen & ~REC_DEL;
-        uint64_t h = 0;
-        for (size_t j = p; j < p + 8; j++)
-            h = (h << 8) | (j < l ? k[j] : 0);
-        rv->v[i].head = h;
-    }
-    rv->tmp = malloc(n * sizeof *rv->tmp);
-    if (!rv->tmp)
-        return BR_ENOMEM;
-    if (radix_sort(&rv->v, &rv->tmp, n) != 0)
-        return BR_ENOMEM;
-    /* Keys with equal heads (longer keys, or a key and its extension with
-     * zero bytes) are put in full order here; radix sorting kept log order. */
-    for (size_t i = 0; i < n;) {
-        size_t j = i + 1;
-        while (j < n && rv->v[j].head == rv->v[i].head)
-            j++;
-        if (j - i > 1)
-            qsort(rv->v + i, j - i, sizeof *rv->v, rec_cmp);
-        i = j;
-    }
-    return 0;
+    return sort_recs(&rv->v, rv->n);
 }
 
 /* Key bytes [p, p + 8) as a big-endian number (zeros past the key). */
@@ -932,7 +867,6 @@ int br_engine_recover(br_engine *e, char *err, size_t errlen) {
     free(rv.hints);
     free(rv.hint_ids);
     free(rv.v);
-    free(rv.tmp);
     free(ids);
     free(fi);
     return rc;
