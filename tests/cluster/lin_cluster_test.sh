@@ -34,62 +34,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-listening() { [ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]; }
-EPH_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-[ "$EPH_LOW" -gt 12000 ] || EPH_LOW=32768
-USED=" "
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((2000 + RANDOM % (EPH_LOW - 10000 - 2000)))
-        [[ "$USED" == *" $p "* ]] && continue
-        if ! listening "$p" && ! listening $((p + 10000)); then
-            USED="$USED$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
-P=()
-for i in 1 2 3; do
-    P[$i]=$(free_port) || { echo "no free ports"; exit 1; }
-done
-PEERS="1=127.0.0.1:${P[1]},2=127.0.0.1:${P[2]},3=127.0.0.1:${P[3]}"
+# shellcheck source=../lib/cluster.sh
+. "$(dirname "$0")/../lib/cluster.sh"
+cluster_ports 3 || exit 1
 URLS="http://127.0.0.1:${P[1]},http://127.0.0.1:${P[2]},http://127.0.0.1:${P[3]}"
 
-NPID=()
-start_node() { # I: returns 1 if it did not serve within 10 s
-    local i=$1 log=$ROOT/n$1.log before
-    echo "--- start" >>"$log"
-    before=$(grep -c serving "$log")
-    "$BIN" serve --port "${P[$i]}" --data-dir "$ROOT/n$i" --peers "$PEERS" 2>>"$log" &
-    NPID[$i]=$!
-    PIDS+=("${NPID[$i]}")
-    for _ in $(seq 1 100); do
-        [ "$(grep -c serving "$log")" -gt "$before" ] && return 0
-        kill -0 "${NPID[$i]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "node $i did not start:" && tail -5 "$log"
-    return 1
-}
-role() {
-    curl -s --max-time 1 "http://127.0.0.1:${P[$1]}/status" |
-        sed -n 's/.*"role":"\([a-z-]*\)".*/\1/p'
-}
-leader() { # prints the id of a live node that says it leads, if any
-    local i
-    for i in 1 2 3; do
-        [ -n "${NPID[$i]:-}" ] && [ "$(role "$i")" = leader ] && { echo "$i"; return 0; }
-    done
-    return 1
-}
-
 for i in 1 2 3; do start_node "$i" || exit 1; done
-for _ in $(seq 1 100); do leader >/dev/null && break; sleep 0.1; done
-leader >/dev/null || { echo "FAIL: no leader within 10 s"; exit 1; }
+wait_leader 10 || { echo "FAIL: no leader within 10 s"; exit 1; }
 
 # The clients: 6 threads, 10 keys, 1 s timeout (a request caught by a crash
 # becomes unknown rather than waiting for the node to return).

@@ -45,75 +45,15 @@ check() {
     fi
 }
 
-listening() { [ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]; }
-EPH_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-[ "$EPH_LOW" -gt 12000 ] || EPH_LOW=32768
-USED=" "
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((2000 + RANDOM % (EPH_LOW - 10000 - 2000)))
-        [[ "$USED" == *" $p "* ]] && continue
-        if ! listening "$p" && ! listening $((p + 10000)); then
-            USED="$USED$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-P=()
-for i in 1 2 3; do
-    P[$i]=$(free_port) || { echo "no free ports"; exit 1; }
-done
-PEERS="1=127.0.0.1:${P[1]},2=127.0.0.1:${P[2]},3=127.0.0.1:${P[3]}"
-
-NPID=()
-start_node() {
-    local i=$1 log=$ROOT/n$1.log before
-    echo "--- start" >>"$log"
-    before=$(grep -c serving "$log")
-    "$BIN" serve --port "${P[$i]}" --data-dir "$ROOT/n$i" --peers "$PEERS" \
-        --snapshot-every 50 --snapshot-keep 10 --max-file-size 16K 2>>"$log" &
-    NPID[$i]=$!
-    PIDS+=("${NPID[$i]}")
-    for _ in $(seq 1 100); do
-        [ "$(grep -c serving "$log")" -gt "$before" ] && return 0
-        kill -0 "${NPID[$i]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "node $i did not start:" && tail -5 "$log"
-    return 1
-}
-kill9() { kill -9 "${NPID[$1]}" 2>/dev/null; wait "${NPID[$1]}" 2>/dev/null; NPID[$1]=; }
-status() { curl -s --max-time 2 "http://127.0.0.1:${P[$1]}/status"; }
+# shellcheck source=../lib/cluster.sh
+. "$(dirname "$0")/../lib/cluster.sh"
+cluster_ports 3 || exit 1
+FLAGS=(--snapshot-every 50 --snapshot-keep 10 --max-file-size 16K)
 field() { # I NAME: a number from node I's /status raft section
-    status "$1" | sed -n "s/.*\"raft\":{.*\"$2\":\([0-9]*\).*/\1/p"
-}
-leader() {
-    local i
-    for i in 1 2 3; do
-        [ -n "${NPID[$i]:-}" ] && status "$i" | grep -q '"role":"leader"' && { echo "$i"; return 0; }
-    done
-    return 1
-}
-wait_leader() {
-    for _ in $(seq 1 100); do
-        L=$(leader) && return 0
-        sleep 0.1
-    done
-    return 1
-}
-stale() { curl -s --max-time 2 "http://127.0.0.1:${P[$1]}/kv/$2?consistency=stale"; }
-wait_stale() { # I KEY VALUE: within 10 s
-    for _ in $(seq 1 100); do
-        [ "$(stale "$1" "$2")" = "$3" ] && return 0
-        sleep 0.1
-    done
-    return 1
+    node_status "$1" | sed -n "s/.*\"raft\":{.*\"$2\":\([0-9]*\).*/\1/p"
 }
 
-for i in 1 2 3; do start_node "$i" || exit 1; done
+for i in 1 2 3; do start_node "$i" "${FLAGS[@]}" || exit 1; done
 wait_leader || { echo "FAIL: no leader"; exit 1; }
 F=$((L % 3 + 1)) # a follower
 echo "leader $L, follower $F goes down"
@@ -138,7 +78,7 @@ first=$(field "$L" first_index)
 check "the leader's log now starts past the follower (first $first, follower at $behind)" \
     test "${first:-0}" -gt "$((behind + 1))"
 
-start_node "$F" || exit 1
+start_node "$F" "${FLAGS[@]}" || exit 1
 check "follower catches up: last key" wait_stale "$F" k399 "v399-$(printf '%0100d' 399)"
 check "follower caught up: first key" wait_stale "$F" k0 "v0-$(printf '%0100d' 0)"
 check "follower caught up: the write before it went down" wait_stale "$F" k-before before
@@ -150,7 +90,7 @@ curl -s -X PUT --data-binary after "http://127.0.0.1:${P[$L]}/kv/k-after" >/dev/
 check "writes after the snapshot replicate to it" wait_stale "$F" k-after after
 
 kill9 "$F"
-start_node "$F" || exit 1
+start_node "$F" "${FLAGS[@]}" || exit 1
 check "after another kill -9 the installed data is there" wait_stale "$F" k200 "v200-$(printf '%0100d' 200)"
 check "and the later write" wait_stale "$F" k-after after
 

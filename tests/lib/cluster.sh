@@ -1,0 +1,94 @@
+# cluster.sh - helpers for tests that run real `bitraft serve` clusters on
+# 127.0.0.1; sourced by bash test scripts. Needs BIN (the bitraft binary)
+# and ROOT (a scratch directory) set, and the caller's PIDS array, which
+# its EXIT trap kills by PID.
+#
+#   cluster_ports N         sets P[1..N] to random free ports (each with its
+#                           raft port, +10000, free too), below the
+#                           ephemeral range; PEERS to the --peers list
+#   start_node I [FLAGS]    starts member I on $ROOT/nI, appending to
+#                           $ROOT/nI.log; 1 if it does not serve within 10 s
+#   kill9 I                 SIGKILL member I and reap it
+#   node_status I           its /status JSON ("" if it does not answer)
+#   leader                  prints the id of a live member that leads
+#   wait_leader [SECONDS]   sets L to one (default 10 s); 1 on timeout
+#   stale I KEY             member I's local value of KEY
+#   wait_stale I KEY VALUE  until member I's local KEY is VALUE (10 s)
+
+listening() { [ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]; }
+
+cluster_ports() {
+    local n=$1 i p eph used=" "
+    eph=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$eph" -gt 12000 ] || eph=32768
+    P=()
+    PEERS=""
+    for i in $(seq 1 "$n"); do
+        P[$i]=""
+        for _ in $(seq 1 200); do
+            p=$((2000 + RANDOM % (eph - 10000 - 2000)))
+            [[ "$used" == *" $p "* ]] && continue
+            if ! listening "$p" && ! listening $((p + 10000)); then
+                used="$used$p "
+                P[$i]=$p
+                break
+            fi
+        done
+        [ -n "${P[$i]}" ] || { echo "no free ports"; return 1; }
+        PEERS="$PEERS${PEERS:+,}$i=127.0.0.1:${P[$i]}"
+    done
+}
+
+NPID=()
+start_node() {
+    local i=$1 log=$ROOT/n$1.log before
+    shift
+    echo "--- start" >>"$log"
+    before=$(grep -c serving "$log")
+    "$BIN" serve --port "${P[$i]}" --data-dir "$ROOT/n$i" --peers "$PEERS" "$@" 2>>"$log" &
+    NPID[$i]=$!
+    PIDS+=("${NPID[$i]}")
+    for _ in $(seq 1 100); do
+        [ "$(grep -c serving "$log")" -gt "$before" ] && return 0
+        kill -0 "${NPID[$i]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "node $i did not start:" && tail -5 "$log"
+    return 1
+}
+
+kill9() {
+    kill -9 "${NPID[$1]}" 2>/dev/null
+    wait "${NPID[$1]}" 2>/dev/null
+    NPID[$1]=
+}
+
+node_status() { curl -s --max-time 2 "http://127.0.0.1:${P[$1]}/status"; }
+
+leader() {
+    local i
+    for i in "${!P[@]}"; do
+        [ -n "${NPID[$i]:-}" ] && node_status "$i" | grep -q '"role":"leader"' &&
+            { echo "$i"; return 0; }
+    done
+    return 1
+}
+
+wait_leader() {
+    local tries=$((${1:-10} * 10))
+    for _ in $(seq 1 "$tries"); do
+        L=$(leader) && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+stale() { curl -s --max-time 2 "http://127.0.0.1:${P[$1]}/kv/$2?consistency=stale"; }
+
+wait_stale() {
+    for _ in $(seq 1 100); do
+        [ "$(stale "$1" "$2")" = "$3" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
