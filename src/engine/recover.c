@@ -96,24 +96,35 @@ static uint64_t find_valid_after(const br_datafile *f, uint64_t from, uint64_t e
  * In the newest file: whether the records after a bad one at `off` are the
  * store's own, i.e. the damage is in the middle of the data and not a torn
  * write at its end. That is so when, from some offset after off, valid
- * records chain to the end of the data and the first of them carries the
- * next sequence number or the one after it (the bad record used one, unless
- * it was in a batch, whose records share theirs). Requiring the chain and
- * the numbers keeps a value that merely holds record-like bytes (values are
- * arbitrary) from passing for one.
+ * records chain to the end of the data, their sequence numbers never go
+ * down, and the first of them either carries the next number or the one
+ * after it (the bad record used one, unless it was in a batch, whose
+ * records share theirs), or is a later number followed by at least one
+ * more record (numbered writes in cluster mode skip numbers: Raft entries
+ * that write nothing). Requiring the chain and the numbers keeps a value
+ * that merely holds record-like bytes (values are arbitrary) from passing
+ * for one: one checksummed record could be an accident, two chained ones
+ * are not.
  */
 static bool valid_records_follow(const br_datafile *f, uint64_t off, uint64_t end,
                                  uint64_t last_seq) {
     for (uint64_t q = off + 1; (q = find_valid_after(f, q, end)) != 0; q++) {
         br_rec_hdr h;
         br_rec_decode(f->map + q, end - q, &h);
-        if (h.seq < last_seq || h.seq > last_seq + 2)
+        if (h.seq < last_seq)
             continue;
-        uint64_t at = q;
+        bool next = h.seq <= last_seq + 2;
+        uint64_t at = q, prev = h.seq;
+        size_t chain = 0;
+        bool ordered = true;
         int d = 0;
-        while (at < end && (d = br_rec_decode(f->map + at, end - at, &h)) == 0)
+        while (at < end && (d = br_rec_decode(f->map + at, end - at, &h)) == 0) {
+            ordered &= h.seq >= prev;
+            prev = h.seq;
             at += br_rec_size(h.klen, h.vlen);
-        if (at >= end || d == 1)
+            chain++;
+        }
+        if ((at >= end || d == 1) && ordered && (next || chain >= 2))
             return true;
     }
     return false;

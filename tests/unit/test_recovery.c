@@ -838,6 +838,49 @@ Test(recovery, corrupt_middle_of_newest_file) {
     free(dir);
 }
 
+/* The same with numbered writes that skip numbers, as cluster mode writes
+ * them (Raft entries that write nothing take numbers too): the records
+ * after the damage are still recognized as the store's own. */
+Test(recovery, corrupt_middle_of_newest_file_with_numbered_writes) {
+    char *dir = tu_tmpdir("corrupt_newest_seq");
+    br_engine_options o;
+    br_engine_options_init(&o);
+    o.max_file_size = 1u << 20;
+    const int nkeys = 40;
+    char k[64], v[128];
+    br_engine *e = open_ok(dir, &o);
+    br_batch *b = br_batch_new();
+    for (int i = 0; i < nkeys; i++) {
+        corrupt_key(k, sizeof k, i);
+        corrupt_val(v, sizeof v, i);
+        br_batch_clear(b);
+        br_batch_put(b, k, strlen(k), v, strlen(v));
+        cr_assert_eq(br_engine_write_seq(e, b, 10 + 7 * (uint64_t)i), 0);
+    }
+    br_batch_free(b);
+    close_ok(e);
+    unsigned id;
+    cr_assert_eq(count_data_files(dir, &id), 1);
+    char bad_key[64];
+    size_t byte_off;
+    flip_value_byte(dir, id, 20, &byte_off, bad_key, sizeof bad_key);
+    char err[512] = "";
+    e = NULL;
+    int rc = br_engine_open(dir, &o, &e, err, sizeof err);
+    cr_assert_eq(rc, BR_ECORRUPT, "bad record followed by valid numbered ones: open gave %s (%s)",
+                 br_errname(rc), err);
+    cr_assert(e == NULL);
+    /* Repair cuts the file at the bad record: the 20 before it survive. */
+    o.repair = 1;
+    e = open_ok(dir, &o);
+    corrupt_key(k, sizeof k, 19);
+    corrupt_val(v, sizeof v, 19);
+    expect_val(e, k, strlen(k), v, strlen(v), "repaired newest file");
+    close_ok(e);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /*
  * A damaged length field in a record in the middle of the newest file, with
  * valid records after it. The engine writes whole headers, in order, for
