@@ -25,3 +25,13 @@ add_test(NAME partition
          COMMAND ${BR_FP_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/partition_test.sh $<TARGET_FILE:bitraft>
                  $<TARGET_FILE:bitraft-faultproxy> ${CMAKE_BINARY_DIR}/test-tmp)
 set_tests_properties(partition PROPERTIES TIMEOUT 120)
+
+# The same cluster with a recorded history: concurrent clients while a node
+# is isolated every few seconds; bitraft-lincheck must find it linearizable.
+if(TARGET bitraft-linclient AND TARGET bitraft-lincheck)
+  add_test(NAME lin_partition
+           COMMAND ${BR_FP_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/partition_test.sh $<TARGET_FILE:bitraft>
+                   $<TARGET_FILE:bitraft-faultproxy> ${CMAKE_BINARY_DIR}/test-tmp
+                   $<TARGET_FILE:bitraft-linclient> $<TARGET_FILE:bitraft-lincheck> 12)
+  set_tests_properties(lin_partition PROPERTIES TIMEOUT 240)
+endif()

@@ -14,7 +14,13 @@
 #  3. Isolate one follower: the majority keeps acknowledging writes; heal:
 #     the follower catches up with all of them.
 #
-# Usage: partition_test.sh BITRAFT FAULTPROXY [TMPDIR]
+# With LINCLIENT and LINCHECK (bitraft-linclient, bitraft-lincheck) it runs
+# instead a linearizability check under partitions: 6 clients run puts,
+# gets and deletes on 10 keys against all three nodes for SECONDS (default
+# 12) while a nemesis isolates a node (the leader two times in three) for
+# 1.5 s, heals, and again; the recorded history must be linearizable.
+#
+# Usage: partition_test.sh BITRAFT FAULTPROXY [TMPDIR [LINCLIENT LINCHECK [SECONDS]]]
 #
 # Ports are picked free by the kernel; everything binds 127.0.0.1. Nodes and
 # the proxy are killed by PID when the script exits (and the proxy also exits
@@ -25,6 +31,9 @@ set -u
 BIN=${1:?usage: partition_test.sh BITRAFT FAULTPROXY [TMPDIR]}
 PROXY=${2:?usage: partition_test.sh BITRAFT FAULTPROXY [TMPDIR]}
 ROOT=${3:-/tmp}/partition.$$
+LINCLIENT=${4:-}
+LINCHECK=${5:-}
+LINSECS=${6:-12}
 ELECTION_MS=150
 HEARTBEAT_MS=50
 rm -rf "$ROOT"
@@ -277,6 +286,42 @@ echo "   leader: node $OLD, term $OLD_TERM"
 for k in $(seq 1 10); do
     put_acked "1 2 3" "before-$k" "v$k"
 done
+
+if [ -n "$LINCLIENT" ]; then
+    echo "== linearizability under partitions: $LINSECS s, a node isolated every ~2.5 s"
+    urls="http://127.0.0.1:${HTTP[1]},http://127.0.0.1:${HTTP[2]},http://127.0.0.1:${HTTP[3]}"
+    "$LINCLIENT" --urls "$urls" --clients 6 --keys 10 --seconds "$LINSECS" --timeout-ms 1000 \
+        --out "$ROOT/history" 2>"$ROOT/client.log" &
+    CPID=$!
+    PIDS+=("$CPID")
+    cuts=0
+    end=$((SECONDS + LINSECS - 2))
+    while [ "$SECONDS" -lt "$end" ]; do
+        sleep 1
+        victim=$(leaders 1 2 3 | head -n 1)
+        if [ -z "$victim" ] || [ $((RANDOM % 3)) -eq 0 ]; then victim=$((1 + RANDOM % 3)); fi
+        isolate "$victim"
+        cuts=$((cuts + 1))
+        sleep 1.5
+        proxy heal-all
+    done
+    wait "$CPID"
+    crc=$?
+    cat "$ROOT/client.log"
+    [ "$crc" -eq 0 ] || fail "the client exited $crc"
+    [ "$FAILS" -eq 0 ] || exit 1
+    echo "nemesis: $cuts partitions"
+    "$LINCHECK" --keys --max-seconds 60 "$ROOT/history"
+    rc=$?
+    [ "$rc" -eq 0 ] || FAILS=1
+    case $rc in
+    0) echo "PASS: linearizable ($cuts partitions)" ;;
+    1) echo "FAIL: not linearizable (minimal history above)" ;;
+    3) echo "FAIL: the checker could not decide within its budget" ;;
+    *) echo "FAIL: checker exit $rc" ;;
+    esac
+    exit "$rc"
+fi
 
 echo "== isolate the leader (node $OLD): the majority elects a new one"
 isolate "$OLD"
