@@ -27,7 +27,9 @@ static void print_file(void *ctx, const br_file_stats *fs) {
     printf("%010u.data %12llu %12llu %12llu %5.1f%%%s\n", fs->id, (unsigned long long)fs->size,
            (unsigned long long)fs->live_bytes, (unsigned long long)fs->dead_bytes,
            total > 0 ? 100.0 * (double)fs->dead_bytes / total : 0.0,
-           fs->active ? "  (active)" : "");
+           fs->active   ? "  (active)"
+           : fs->merged ? "  (merge output)"
+                        : "");
 }
 
 int cmd_check(int argc, char **argv) {

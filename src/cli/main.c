@@ -11,26 +11,29 @@
 #include "cli.h"
 
 void cli_usage(FILE *to) {
-    fprintf(to,
-            "usage: bitraft serve [--port P] [--bind ADDR] [--data-dir D] [--sync POLICY] ...\n"
-            "       bitraft serve port P data-dir D distributed false   (the original's form)\n"
-            "       bitraft get KEY                [--server HOST:PORT]\n"
-            "       bitraft put KEY [VALUE]        [--server HOST:PORT]\n"
-            "       bitraft del KEY                [--server HOST:PORT]\n"
-            "       bitraft range [START [END]] [--limit N] [--server HOST:PORT]\n"
-            "       bitraft status                 [--server HOST:PORT]\n"
-            "       bitraft compact [MIN_DEAD_PCT] [--server HOST:PORT]   (starts a compaction)\n"
-            "       bitraft demo [--data-dir D]\n"
-            "       bitraft local put KEY [VALUE] [--data-dir D] [--sync POLICY]\n"
-            "       bitraft local get KEY [--data-dir D]\n"
-            "       bitraft local del KEY [--data-dir D]\n"
-            "       bitraft local range [START [END]] [--limit N] [--data-dir D]\n"
-            "       bitraft local stats [--data-dir D]\n"
-            "       bitraft check [--data-dir D]   (verify every record and hint, offline)\n"
-            "VALUE is read from standard input when omitted. The server defaults to\n"
-            "127.0.0.1:4000 (bitraft serve --help lists the server's flags).\n"
-            "'local' opens the data directory directly (no server may hold it).\n"
-            "Exit codes: 0 ok, 1 not found, 2 usage, 3 store or server error.\n");
+    fprintf(
+        to,
+        "usage: bitraft serve [--port P] [--bind ADDR] [--data-dir D] [--sync POLICY] ...\n"
+        "       bitraft serve port P data-dir D distributed false   (the original's form)\n"
+        "       bitraft serve --peers 1=H:P,2=H:P,3=H:P [--node-id N] ...   (cluster mode)\n"
+        "       bitraft serve port P data-dir D   (one of the original's cluster 4000/5000/6000)\n"
+        "       bitraft get KEY                [--server HOST:PORT]\n"
+        "       bitraft put KEY [VALUE]        [--server HOST:PORT]\n"
+        "       bitraft del KEY                [--server HOST:PORT]\n"
+        "       bitraft range [START [END]] [--limit N] [--server HOST:PORT]\n"
+        "       bitraft status                 [--server HOST:PORT]\n"
+        "       bitraft compact [MIN_DEAD_PCT] [--server HOST:PORT]   (starts a compaction)\n"
+        "       bitraft demo [--data-dir D]\n"
+        "       bitraft local put KEY [VALUE] [--data-dir D] [--sync POLICY]\n"
+        "       bitraft local get KEY [--data-dir D]\n"
+        "       bitraft local del KEY [--data-dir D]\n"
+        "       bitraft local range [START [END]] [--limit N] [--data-dir D]\n"
+        "       bitraft local stats [--data-dir D]\n"
+        "       bitraft check [--data-dir D]   (verify every record and hint, offline)\n"
+        "VALUE is read from standard input when omitted. The server defaults to\n"
+        "127.0.0.1:4000 (bitraft serve --help lists the server's flags).\n"
+        "'local' opens the data directory directly (no server may hold it).\n"
+        "Exit codes: 0 ok, 1 not found, 2 usage, 3 store or server error.\n");
 }
 
 int main(int argc, char **argv) {
