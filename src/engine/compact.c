@@ -115,11 +115,16 @@ static bool tombs_droppable(const br_datafile *f, uint64_t fmin, uint64_t others
 /*
  * Picks the closed files worth merging: those whose reclaimable bytes
  * (dead values; tombstones too when they can go) are at least pct percent
- * of their data (pct 0: any). Returns their count, the files in *out (id
- * order) and their live bytes in *live_out (the caller frees both), or a
- * negative error. Shared lock held.
+ * of their data (pct 0: any). Returns their count with the files in *out
+ * (id order; the caller frees it), or a negative error. Shared lock held.
  */
-static ssize_t pick(br_engine *e, uint32_t pct, br_datafile ***out, uint64_t **live_out) {
+/* A file picked for merging, with its live bytes as of the pick. */
+typedef struct picked {
+    br_datafile *f;
+    uint64_t live;
+} picked;
+
+static ssize_t pick(br_engine *e, uint32_t pct, picked **out) {
     size_t n = 0;
     for (uint32_t i = 0; i < e->files_cap; i++)
         n += e->files[i] && e->files[i] != e->active;
@@ -127,9 +132,11 @@ static ssize_t pick(br_engine *e, uint32_t pct, br_datafile ***out, uint64_t **l
      * after it stopped being active); all closed ones count for fmin. */
     br_datafile **v = malloc((n ? n : 1) * sizeof *v);
     uint64_t *fmin = malloc((n ? n : 1) * sizeof *fmin);
-    if (!v || !fmin) {
+    picked *p = malloc((n ? n : 1) * sizeof *p);
+    if (!v || !fmin || !p) {
         free(v);
         free(fmin);
+        free(p);
         return BR_ENOMEM;
     }
     /* The two smallest minima, so each file knows the smallest of the others. */
@@ -157,13 +164,12 @@ static ssize_t pick(br_engine *e, uint32_t pct, br_datafile ***out, uint64_t **l
         if (f->tomb && tombs_droppable(f, fmin[i], others))
             reclaim += f->tomb;
         uint64_t data = f->size > BR_FILE_HEADER_SIZE ? f->size - BR_FILE_HEADER_SIZE : 0;
-        if (f->sealed && reclaim > 0 && reclaim * 100 >= (uint64_t)pct * data) {
-            fmin[c] = f->live; /* fmin[i] is not read again for i < c */
-            v[c++] = f;
-        }
+        if (f->sealed && reclaim > 0 && reclaim * 100 >= (uint64_t)pct * data)
+            p[c++] = (picked){f, f->live};
     }
-    *out = v;
-    *live_out = fmin;
+    free(v);
+    free(fmin);
+    *out = p;
     return (ssize_t)c;
 }
 
@@ -566,32 +572,38 @@ static int compact_now(br_engine *e, uint32_t pct) {
     pthread_mutex_unlock(&e->wmu);
     if (failed)
         return failed; /* the disk failed a sync: write nothing more */
-    br_datafile **v;
-    uint64_t *lives;
+    picked *v;
     pthread_rwlock_rdlock(&e->lock);
-    ssize_t n = pick(e, pct, &v, &lives);
+    ssize_t n = pick(e, pct, &v);
     pthread_rwlock_unlock(&e->lock);
     if (n < 0)
         return (int)n;
     uint64_t todo = 0;
     for (ssize_t i = 0; i < n; i++)
-        todo += v[i]->size;
+        todo += v[i].f->size;
     atomic_store(&e->compact_todo, todo);
     atomic_store(&e->compact_done, 0);
     atomic_store(&e->compact_running, n > 0);
     int rc = 0;
     for (size_t i = 0; i < (size_t)n && rc == 0;) {
         size_t j = i + 1;
-        uint64_t live = lives[i];
-        while (j < (size_t)n && live + lives[j] <= e->o.max_file_size)
-            live += lives[j++];
-        rc = run_merge(e, v + i, j - i);
+        uint64_t live = v[i].live;
+        while (j < (size_t)n && live + v[j].live <= e->o.max_file_size)
+            live += v[j++].live;
+        br_datafile **in = malloc((j - i) * sizeof *in);
+        if (!in) {
+            rc = BR_ENOMEM;
+            break;
+        }
+        for (size_t x = i; x < j; x++)
+            in[x - i] = v[x].f;
+        rc = run_merge(e, in, j - i);
+        free(in);
         reap(e, false);
         i = j;
     }
     atomic_store(&e->compact_running, 0);
     free(v);
-    free(lives);
     return rc;
 }
 

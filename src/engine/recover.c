@@ -742,21 +742,19 @@ static int classify(br_engine *e, const uint32_t *ids, size_t n, file_info **out
 /* Deletes the files that merge outputs replaced (their hints too), and
  * merge outputs without records that replace nothing left on disk. */
 static void remove_superseded(br_engine *e, const file_info *fi, size_t n) {
-    bool any = false;
+    bool any = false, inputs_left = false;
+    for (size_t i = 0; i < n; i++)
+        inputs_left |= fi[i].superseded;
     for (size_t i = 0; i < n; i++) {
         bool empty_output =
             fi[i].merged && !fi[i].superseded && fi[i].list_off == BR_FILE_HEADER_SIZE;
         if (!fi[i].superseded && !empty_output)
             continue;
         if (empty_output) {
-            /* Still needed while an input it replaces is on disk. */
+            /* Still needed while a file it replaces may be on disk: kept
+             * while this open deletes any (the next open removes it). */
             const br_datafile *f = e->files[fi[i].id];
-            if (!f || f->live || f->dead)
-                continue;
-            bool inputs_left = false;
-            for (size_t j = 0; j < i; j++)
-                inputs_left |= fi[j].superseded; /* conservative: any older one */
-            if (inputs_left)
+            if (!f || f->live || f->dead || inputs_left)
                 continue;
             br_engine_remove_file(e, e->files[fi[i].id]);
             br_df_free((br_datafile *)f);

@@ -702,3 +702,39 @@ Test(compact, corrupt_input_refuses_the_merge_and_changes_nothing) {
     tu_rmrf(dir);
     free(dir);
 }
+
+/* The operator's trigger: br_engine_compact_start returns at once and the
+ * compaction thread does the work (even with background compaction off);
+ * bad arguments are refused and change nothing. */
+Test(compact, compact_start_hands_the_work_to_the_thread, .timeout = 60) {
+    char *dir = tu_tmpdir("compact");
+    br_engine_options o = small_opts();
+    o.compact_interval_ms = 60000; /* only the request wakes it */
+    br_engine *e = open_with(dir, &o);
+    model *m = calloc(1, sizeof *m);
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < NKEYS; i++)
+            put(e, m, i, (uint64_t)round);
+    cr_assert_eq(br_engine_compact_start(e, 101), BR_EINVAL);
+    br_engine_stats st;
+    br_engine_stats_get(e, &st);
+    cr_assert_eq(st.compactions, 0);
+    cr_assert_eq(br_engine_compact_start(e, 0), 0);
+    for (int i = 0; i < 5000; i++) {
+        br_engine_stats_get(e, &st);
+        if (st.compactions > 0 && !st.compact_running)
+            break;
+        usleep(1000);
+    }
+    cr_assert_gt(st.compactions, 0, "the thread ran the requested compaction");
+    check(e, m, "after a requested compaction");
+    br_engine_close(e);
+    o.read_only = 1;
+    e = open_with(dir, &o);
+    cr_assert_eq(br_engine_compact_start(e, 0), BR_EREADONLY);
+    cr_assert_eq(br_engine_compact(e, 0), BR_EREADONLY);
+    br_engine_close(e);
+    free(m);
+    tu_rmrf(dir);
+    free(dir);
+}
