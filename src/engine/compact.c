@@ -84,7 +84,8 @@ typedef struct merge {
     move *moves;
     size_t nmoves, moves_cap;
     uint64_t min_seq, tomb_max_seq, tomb_bytes;
-    uint64_t t0, io; /* pacing: start time, bytes read + written */
+    size_t list_bytes; /* of the input list at the end of the output */
+    uint64_t t0, io;   /* pacing: start time, bytes read + written */
 } merge;
 
 /* ---- Picking ------------------------------------------------------------------ */
@@ -354,15 +355,24 @@ static int commit_output(merge *m) {
     int rc = flush(m);
     if (rc)
         return rc;
+    /* The list names the inputs and every file replaced earlier that is
+     * still on disk (pinned by a reader): those are listed only by their
+     * own merge output, which may be one of this merge's inputs — once it
+     * is deleted, nothing else would keep them from coming back at the
+     * next open. cmu is held, so the set is stable. */
     uint64_t list_off = m->out_end;
-    size_t llen = 8 + 4 * m->nin;
+    size_t cnt = m->nin + e->ngrave;
+    size_t llen = 8 + 4 * cnt;
     uint8_t *list = malloc(llen);
     if (!list)
         return BR_ENOMEM;
-    br_put32(list, (uint32_t)m->nin);
+    br_put32(list, (uint32_t)cnt);
     for (size_t i = 0; i < m->nin; i++)
         br_put32(list + 4 + 4 * i, m->in[i]->id);
+    for (size_t i = 0; i < e->ngrave; i++)
+        br_put32(list + 4 + 4 * (m->nin + i), e->grave[i]->id);
     br_put32(list + llen - 4, br_checksum(list, llen - 4));
+    m->list_bytes = llen;
     hook(BR_COMPACT_STEP_COPIED);
     rc = write_at(m->fd, list, llen, list_off);
     free(list);
@@ -541,7 +551,7 @@ static int run_merge(br_engine *e, br_datafile **in, size_t nin) {
                       e->dir, name, br_strerror(rc));
         goto out;
     }
-    uint64_t out_bytes = m.out_end + 8 + 4 * nin;
+    uint64_t out_bytes = m.out_end + m.list_bytes;
     STAT_ADD(n_compactions, 1);
     STAT_ADD(n_compact_in, nin);
     STAT_ADD(n_compact_read, in_bytes);

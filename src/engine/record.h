@@ -45,7 +45,8 @@
  * Merge outputs (written by compaction, see compact.c) hold the live
  * records of the files they replace, without batch framing, each with its
  * original sequence number, followed at the offset in the header by the
- * list of the files they replace:
+ * list of the files they replace (the inputs, and files replaced earlier
+ * that are still on disk, pinned by readers):
  *
  *   +--------+---------------------------------------------------------+
  *   |      0 | u32 number of input files n                             |
