@@ -129,6 +129,9 @@ typedef struct br_service_cluster_options {
     br_log_fn log;            /* the node's log lines (optional) */
     void *log_ctx;
     br_log_level log_level; /* lines above this level are dropped */
+    int join;               /* a fresh node waits to be added to a running cluster
+                               (br_service_add_member on its leader) instead of
+                               bootstrapping one with members as voters */
 } br_service_cluster_options;
 
 /* What a leader knows of a peer. */
@@ -154,6 +157,17 @@ typedef struct br_service_raft_stats {
     br_service_peer peers[16];
     uint64_t proposals, syncs, snapshots_sent, snapshots_installed;
 } br_service_raft_stats;
+
+/* A member of the cluster as this node knows it. */
+typedef struct br_service_member_info {
+    uint64_t id;
+    const char *role; /* "voter", "learner" or "none" (not in the configuration: a
+                         removed member, or an address this node was given); static */
+    int promote;      /* a learner the leader promotes once it has caught up */
+    char host[256];   /* raft address */
+    uint16_t raft_port;
+    char client_addr[256]; /* "" if unknown */
+} br_service_member_info;
 
 /* Figures for /status and /metrics. */
 typedef struct br_service_stats {
@@ -243,6 +257,23 @@ int br_service_iter_next(br_service_iter *it, const void **key, size_t *klen, co
 void br_service_iter_free(br_service_iter *it);
 
 void br_service_stats_get(br_service *s, br_service_stats *st);
+
+/*
+ * Membership (cluster mode). br_service_members copies up to cap members
+ * (by id) into out and returns how many there are (0 standalone).
+ * br_service_add_member adds m as a learner that the leader promotes to
+ * voter once its log has caught up (learner != 0: it stays a learner);
+ * br_service_remove_member removes a voter or learner. Both run on the
+ * leader only (BR_ENOTLEADER at once otherwise, as writes) and call back
+ * once the change is applied here: 0, -EEXIST (already a member), -EBUSY
+ * (another change is being applied), -ENOSPC (full), BR_ENOTFOUND
+ * (removing a non-member), BR_EINVAL (the last voter; promoting a learner
+ * that is behind), or a write's failure codes. Standalone: -EOPNOTSUPP.
+ */
+size_t br_service_members(br_service *s, br_service_member_info *out, size_t cap);
+int br_service_add_member(br_service *s, const br_service_member *m, int learner,
+                          br_service_done_fn cb, void *ctx);
+int br_service_remove_member(br_service *s, uint64_t id, br_service_done_fn cb, void *ctx);
 
 /* Starts a compaction of the local store in the background (see
  * br_engine_compact_start); its progress shows in the stats. */

@@ -4,7 +4,8 @@
  *   main.c    dispatch and usage
  *   local.c   demo, local ...: the engine directly on a data directory
  *   serve.c   serve: the HTTP server
- *   client.c  get, put, del, range, status: a client of a server (libcurl)
+ *   client.c  get, put, del, range, status, compact, member: a client of a
+ *             server (libcurl)
  *   check.c   check: offline verification of a data directory
  *
  * Exit codes, for every subcommand: 0 ok, 1 key not found, 2 usage error,
@@ -29,6 +30,8 @@ int cmd_serve(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 /* cmd is "get", "put", "del", "range" or "status". */
 int cmd_client(const char *cmd, int argc, char **argv);
+/* member list|add|remove: cluster membership through a server. */
+int cmd_member(int argc, char **argv);
 
 /* Reads all of standard input into a malloc'd buffer (NULL on failure). */
 char *cli_read_stdin(size_t *len);

@@ -8,6 +8,7 @@
  *   bitraft range [START [END]] [--limit N]   "key<TAB>value" lines, escaped
  *   bitraft status                        the server's /status JSON
  *   bitraft compact [MIN_DEAD_PCT]        start a compaction (POST /admin/compact)
+ *   bitraft member list|add|remove ...    cluster membership (/admin/members)
  *   --server HOST:PORT (default 127.0.0.1:4000; in a cluster, any member)
  *
  * Cluster: a follower answers 307 with the leader's address; the client
@@ -360,6 +361,130 @@ int cmd_client(const char *cmd, int argc, char **argv) {
 out:
     free(input);
     free(url.p);
+    free(body.p);
+    curl_global_cleanup();
+    return code;
+}
+
+/* ---- bitraft member ------------------------------------------------------ */
+
+/* Nonzero when the /admin/members JSON in body lists id with role. The
+ * server writes each member as {"id":N,"role":"R",...}. */
+static int has_member(const br_buf *body, const char *id, const char *role) {
+    char pat[96];
+    snprintf(pat, sizeof pat, "{\"id\":%s,\"role\":\"%s\"", id, role);
+    return body->p && memmem(body->p, body->len, pat, strlen(pat)) != NULL;
+}
+
+/*
+ * bitraft member list                     the members as the server knows them
+ * bitraft member add ID RAFT_HOST:PORT [CLIENT_HOST:PORT] [--learner] [--wait S]
+ * bitraft member remove ID
+ * --server HOST:PORT as for the other commands (any member: a follower
+ * redirects to the leader). add prints the members once the new one is in
+ * the configuration as a learner; the leader promotes it to voter when it
+ * has caught up, which --wait S waits for (up to S seconds).
+ */
+int cmd_member(int argc, char **argv) {
+    const char *server = "127.0.0.1:4000", *pos[4];
+    int npos = 0, learner = 0;
+    uint64_t wait_s = 0, id = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (strcmp(s, "--server") == 0 && i + 1 < argc) {
+            server = argv[++i];
+        } else if (strcmp(s, "--learner") == 0) {
+            learner = 1;
+        } else if (strcmp(s, "--wait") == 0 && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (br_parse_u64(v, strlen(v), &wait_s) || wait_s > 86400) {
+                fprintf(stderr, "bitraft: --wait wants seconds (0..86400), got '%s'\n", v);
+                return EXIT_USAGE;
+            }
+        } else if (s[0] == '-' && s[1] == '-') {
+            fprintf(stderr, "bitraft: unknown option %s\n", s);
+            return EXIT_USAGE;
+        } else if (npos < 4) {
+            pos[npos++] = s;
+        } else {
+            fprintf(stderr, "bitraft: too many arguments\n");
+            return EXIT_USAGE;
+        }
+    }
+    const char *sub = npos ? pos[0] : "list"; /* bare "bitraft members" lists */
+    int is_list = strcmp(sub, "list") == 0, is_add = strcmp(sub, "add") == 0,
+        is_remove = strcmp(sub, "remove") == 0;
+    if ((!is_list && !is_add && !is_remove) || (is_list && npos > 1) ||
+        (is_add && (npos < 3 || npos > 4)) || (is_remove && npos != 2) ||
+        ((learner || wait_s) && !is_add) || (learner && wait_s)) {
+        cli_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (npos > 1 && (br_parse_u64(pos[1], strlen(pos[1]), &id) || id == 0)) {
+        fprintf(stderr, "bitraft: a member id is a whole number above 0, got '%s'\n", pos[1]);
+        return EXIT_USAGE;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "bitraft: cannot start libcurl\n");
+        return EXIT_STORE;
+    }
+    br_buf url = {0}, list = {0}, body = {0};
+    int code = 0;
+    const char *prefix = strncmp(server, "http://", 7) == 0 ? "" : "http://";
+    int err = br_buf_adds(&url, prefix) || br_buf_adds(&url, server) ||
+              br_buf_adds(&url, "/admin/members");
+    err = err || br_buf_adds(&list, prefix) || br_buf_adds(&list, server) ||
+          br_buf_adds(&list, "/admin/members") || br_buf_addc(&list, 0);
+    if (is_add)
+        err = err || br_buf_adds(&url, "?id=") || br_buf_adds(&url, pos[1]) ||
+              br_buf_adds(&url, "&raft=") || br_pct_encode(&url, pos[2], strlen(pos[2])) ||
+              (npos == 4 &&
+               (br_buf_adds(&url, "&client=") || br_pct_encode(&url, pos[3], strlen(pos[3])))) ||
+              (learner && br_buf_adds(&url, "&learner=true"));
+    if (is_remove)
+        err = err || br_buf_addc(&url, '/') || br_buf_adds(&url, pos[1]);
+    if (err || br_buf_addc(&url, 0)) {
+        code = EXIT_STORE;
+        goto out;
+    }
+    const char *method = is_list ? "GET" : is_add ? "POST" : "DELETE";
+    long status = request(method, url.p, NULL, 0, &body);
+    if (status != 200) {
+        code = status == 404 && is_remove ? EXIT_NOTFOUND : fail(status, &body);
+        if (code == EXIT_NOTFOUND)
+            fprintf(stderr, "bitraft: %.*s", (int)body.len, body.p ? body.p : "");
+        goto out;
+    }
+    if (is_add && wait_s) {
+        /* Poll until the member is a voter (the leader promotes it once
+         * its log has caught up). */
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+            if (has_member(&body, pos[1], "voter"))
+                break;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if ((uint64_t)(t.tv_sec - t0.tv_sec) >= wait_s) {
+                fprintf(stderr,
+                        "bitraft: member %s is not a voter after %llu s (still catching "
+                        "up?); the leader promotes it once it has caught up\n",
+                        pos[1], (unsigned long long)wait_s);
+                code = EXIT_STORE;
+                break;
+            }
+            sleep_ms(200);
+            body.len = 0;
+            status = request("GET", list.p, NULL, 0, &body);
+            if (status != 200) {
+                code = fail(status, &body);
+                goto out;
+            }
+        }
+    }
+    fwrite(body.p ? body.p : "", 1, body.len, stdout);
+out:
+    free(url.p);
+    free(list.p);
     free(body.p);
     curl_global_cleanup();
     return code;

@@ -23,6 +23,9 @@ void cli_usage(FILE *to) {
         "       bitraft range [START [END]] [--limit N] [--server HOST:PORT]\n"
         "       bitraft status                 [--server HOST:PORT]\n"
         "       bitraft compact [MIN_DEAD_PCT] [--server HOST:PORT]   (starts a compaction)\n"
+        "       bitraft member list            [--server HOST:PORT]   (cluster members)\n"
+        "       bitraft member add ID RAFT_HOST:PORT [CLIENT_HOST:PORT] [--learner] [--wait S]\n"
+        "       bitraft member remove ID       [--server HOST:PORT]\n"
         "       bitraft demo [--data-dir D]\n"
         "       bitraft local put KEY [VALUE] [--data-dir D] [--sync POLICY]\n"
         "       bitraft local get KEY [--data-dir D]\n"
@@ -50,6 +53,8 @@ int main(int argc, char **argv) {
         return cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 2, argv + 2);
+    if (strcmp(cmd, "member") == 0 || strcmp(cmd, "members") == 0)
+        return cmd_member(argc - 2, argv + 2);
     if (strcmp(cmd, "get") == 0 || strcmp(cmd, "put") == 0 || strcmp(cmd, "del") == 0 ||
         strcmp(cmd, "range") == 0 || strcmp(cmd, "status") == 0 || strcmp(cmd, "compact") == 0)
         return cmd_client(cmd, argc - 2, argv + 2);

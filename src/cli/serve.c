@@ -89,6 +89,10 @@ static void serve_usage(FILE *to) {
             "  --snapshot-every N   snapshot and truncate the raft log every N applied entries\n"
             "                       (default 10000)\n"
             "  --snapshot-keep N    entries kept behind a snapshot for slow followers (1000)\n"
+            "  --join               a new member of a running cluster: wait to be added\n"
+            "                       (bitraft member add on the cluster) instead of starting\n"
+            "                       a new cluster; --peers lists the current members and this\n"
+            "                       node\n"
             "The original's form 'bitraft serve port 5000 data-dir data5000' is member 2 of\n"
             "1=127.0.0.1:4000,2=127.0.0.1:5000,3=127.0.0.1:6000. In cluster mode --sync is\n"
             "ignored: a write is acknowledged once it is in the raft log (fsynced) of a\n"
@@ -142,6 +146,7 @@ typedef struct serve_args {
     int raft_port; /* -1 = default */
     uint64_t election_ms, heartbeat_ms;
     uint64_t snapshot_every, snapshot_keep; /* 0: the node's defaults */
+    int join;                               /* --join */
     member members[BR_RAFT_MAX_MEMBERS];
     size_t n_members;
 } serve_args;
@@ -354,6 +359,10 @@ static int parse_serve(int argc, char **argv, serve_args *a) {
             a->service.int_keys = 1;
             continue;
         }
+        if (strcmp(f, "--join") == 0) {
+            a->join = 1;
+            continue;
+        }
         int flag = f[0] == '-' && f[1] == '-';
         if (!flag)
             original = 1;
@@ -492,9 +501,9 @@ static int parse_serve(int argc, char **argv, serve_args *a) {
     if (distributed == 1 || (original && distributed != 0))
         a->cluster = 1;
     a->standalone = distributed == 0;
-    if ((a->node_id || a->peer_raft || a->token || a->raft_port >= 0) && !a->cluster) {
-        fprintf(stderr, "bitraft serve: --node-id, --raft-port, --peer-raft-addrs and "
-                        "--cluster-token need --peers\n");
+    if ((a->node_id || a->peer_raft || a->token || a->raft_port >= 0 || a->join) && !a->cluster) {
+        fprintf(stderr, "bitraft serve: --node-id, --raft-port, --peer-raft-addrs, "
+                        "--cluster-token and --join need --peers\n");
         return -1;
     }
     if (a->cluster && setup_cluster(a))
@@ -562,6 +571,7 @@ int cmd_serve(int argc, char **argv) {
             co.heartbeat_ticks = co.election_ticks - 1;
         co.snapshot_every = a.snapshot_every;
         co.snapshot_keep = a.snapshot_keep;
+        co.join = a.join;
         co.log = log_stderr;
         co.log_level = (br_log_level)log_level;
         rc = br_service_open_replicated(a.dir, &a.engine, &a.service, &co, &svc, err, sizeof err);

@@ -94,6 +94,7 @@ static void node_free(br_node *n) {
     pthread_rwlock_destroy(&n->engine_lock);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->status_mu);
+    pthread_mutex_destroy(&n->members_mu);
     free(n);
 }
 
@@ -203,6 +204,9 @@ static int open_storage(br_node *n, char *err, size_t errlen) {
         seterr(err, errlen, "%s: recovering a snapshot swap: %s", n->dir, br_strerror(rc));
         return rc;
     }
+    size_t n_configured = n->n_members; /* the config's members come first */
+    if ((rc = nd_members_load(n, err, errlen)) < 0)
+        return rc;
     rc = br_engine_open(n->data_dir, &n->eopts, &n->engine, err, errlen);
     if (rc < 0)
         return rc;
@@ -227,16 +231,20 @@ static int open_storage(br_node *n, char *err, size_t errlen) {
                    n->raft_dir);
             return BR_ECORRUPT;
         }
-        struct br_raft_conf_state conf;
-        memset(&conf, 0, sizeof(conf));
-        for (size_t i = 0; i < n->n_members; i++)
-            conf.voters[conf.n_voters++] = n->members[i].id;
-        rc = br_raftlog_bootstrap(n->log, &conf);
-        if (rc < 0) {
-            seterr(err, errlen, "node: bootstrap of %s: %s", n->raft_dir, br_strerror(rc));
-            return rc;
+        if (n->joining) {
+            nd_log(n, BR_NODE_LOG_INFO, "empty log: waiting to be added to a cluster");
+        } else {
+            struct br_raft_conf_state conf;
+            memset(&conf, 0, sizeof(conf));
+            for (size_t i = 0; i < n_configured; i++)
+                conf.voters[conf.n_voters++] = n->members[i].id;
+            rc = br_raftlog_bootstrap(n->log, &conf);
+            if (rc < 0) {
+                seterr(err, errlen, "node: bootstrap of %s: %s", n->raft_dir, br_strerror(rc));
+                return rc;
+            }
+            nd_log(n, BR_NODE_LOG_INFO, "bootstrapped a new member with %u voters", conf.n_voters);
         }
-        nd_log(n, BR_NODE_LOG_INFO, "bootstrapped a new member with %u voters", conf.n_voters);
     }
     uint64_t applied = 0;
     rc = restart_applied(n, &applied, err, errlen);
@@ -267,6 +275,13 @@ static int open_storage(br_node *n, char *err, size_t errlen) {
     atomic_store(&n->applied_pub, st.applied);
     n->compact_mark = st.applied;
     n->last_role = st.role;
+    struct br_raft_conf_state conf;
+    br_raft_get_conf(n->raft, &conf);
+    nd_members_set_roles(n, &conf);
+    if ((rc = nd_members_save(n, NULL)) < 0) {
+        seterr(err, errlen, "node: writing %s/MEMBERS: %s", n->dir, br_strerror(rc));
+        return rc;
+    }
     return 0;
 }
 
@@ -286,6 +301,7 @@ int br_node_open(const struct br_node_config *cfg, br_node **out, char *err, siz
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&n->mu, NULL);
     pthread_mutex_init(&n->status_mu, NULL);
+    pthread_mutex_init(&n->members_mu, NULL);
     for (int i = 0; i < BR_RAFT_MAX_MEMBERS; i++)
         n->snd[i].fd = -1;
     n->rcv.fd = -1;
@@ -357,6 +373,10 @@ static int enqueue(br_node *n, struct nd_req *r) {
     pthread_mutex_unlock(&n->mu);
     uv_async_send(&n->async);
     return 0;
+}
+
+int nd_enqueue(br_node *n, struct nd_req *r) {
+    return enqueue(n, r);
 }
 
 static int propose(br_node *n, uint8_t *cmd, size_t len, bool single_delete, br_node_done_fn cb,
@@ -506,6 +526,7 @@ void br_node_leader(br_node *n, uint64_t *id, char *host, size_t hostlen, uint16
     pthread_mutex_unlock(&n->status_mu);
     if (id)
         *id = l;
+    pthread_mutex_lock(&n->members_mu);
     int s = l ? nd_member_slot(n, l) : -1;
     if (host && hostlen)
         snprintf(host, hostlen, "%s", s >= 0 ? n->members[s].host : "");
@@ -513,6 +534,7 @@ void br_node_leader(br_node *n, uint64_t *id, char *host, size_t hostlen, uint16
         *raft_port = s >= 0 ? n->members[s].raft_port : 0;
     if (client_addr && addrlen)
         snprintf(client_addr, addrlen, "%s", s >= 0 ? n->members[s].client_addr : "");
+    pthread_mutex_unlock(&n->members_mu);
 }
 
 uint16_t br_node_raft_port(const br_node *n) {

@@ -108,6 +108,11 @@ struct br_node_config {
     uint64_t raftlog_segment;        /* raft log segment size; 0 = the raft log's default */
     const br_engine_options *engine; /* NULL = defaults; sync is forced to BR_SYNC_NEVER
                                         and log to the node's sink */
+    /* A fresh node (empty raft log) waits to be added to a running cluster
+     * (br_node_add_member on its leader) instead of bootstrapping one. The
+     * choice is recorded in <dir>/MEMBERS: a node that was started to join
+     * never bootstraps later, with or without this flag. */
+    bool join;
     /* Optional log sink (levels from enum br_node_log_level). Called from
      * the node thread and from br_node_open()/br_node_close()'s caller;
      * msg is valid during the call only and is prefixed "node N: ". */
@@ -254,6 +259,73 @@ void br_node_leader(br_node *n, uint64_t *id, char *host, size_t hostlen, uint16
 
 /* The raft port the node listens on. */
 uint16_t br_node_raft_port(const br_node *n);
+
+/*
+ * Membership (single-server changes, thesis §4.1). The node keeps a table
+ * of members' addresses: the configured members, plus what membership
+ * changes carried (every change entry holds the member's addresses), kept
+ * in <dir>/MEMBERS (written atomically on every change, and sent with
+ * snapshots) so that a restart knows members that are not on its command
+ * line. At open, an address given in the config wins over the recorded
+ * one for the same id.
+ */
+enum br_node_member_role {
+    BR_NODE_NONE = 0,    /* not in the configuration: an address only (a
+                            removed member, or one of the config's members a
+                            joining node has not heard of yet) */
+    BR_NODE_VOTER = 1,   /* votes and counts for commits */
+    BR_NODE_LEARNER = 2, /* receives the log; no vote */
+};
+
+struct br_node_member_info {
+    uint64_t id;
+    int role;     /* enum br_node_member_role, as of the applied index */
+    bool promote; /* a learner the leader makes a voter once it caught up */
+    char host[256];
+    uint16_t raft_port;
+    char client_addr[256];
+};
+
+/* Copies up to cap members (ordered by id) into out; returns how many
+ * there are. Any thread. */
+size_t br_node_members(br_node *n, struct br_node_member_info *out, size_t cap);
+
+/* br_node_add_member() flags. */
+#define BR_NODE_ADD_LEARNER 1u /* the new member stays a learner */
+
+/*
+ * Adds member m (its id, raft host and port, client address) on the
+ * leader. The member joins as a learner; unless BR_NODE_ADD_LEARNER, the
+ * leader (this one or any later one) promotes it to voter as soon as its
+ * log has caught up with the commit index (thesis §4.2.1: a new server
+ * does not count for commits before it holds the log). Adding an existing
+ * learner without the flag promotes it (refused while it is behind).
+ * Start the new node with config.join (any order: the leader keeps trying
+ * to reach it).
+ *
+ * Returns at once (no callback) BR_ENOTLEADER, BR_EINVAL (id 0, no host,
+ * an address over 255 bytes), BR_ECLOSED, BR_ENOMEM. Otherwise 0 and
+ * cb(ctx, rc) on the node thread once the change is applied here:
+ *   0              the member is in the configuration (as a learner; the
+ *                  promotion follows on its own)
+ *   -EEXIST        already a member (a voter, or a learner with the flag)
+ *   -EBUSY         another membership change is still being applied
+ *   -ENOSPC        BR_RAFT_MAX_MEMBERS members already
+ *   BR_EINVAL      promoting a learner that is behind
+ *   and the codes of br_node_put() (BR_ENOTLEADER, BR_NODE_ELOST, ...).
+ */
+int br_node_add_member(br_node *n, const struct br_node_member *m, unsigned flags,
+                       br_node_done_fn cb, void *ctx);
+
+/*
+ * Removes member id (voter or learner) on the leader; a leader may remove
+ * itself (it hands leadership to the most up-to-date voter once the
+ * change is applied). Returns as br_node_add_member(); the callback gets
+ * 0 once applied, BR_ENOTFOUND if id is not a member, -EBUSY, BR_EINVAL
+ * for the last voter, or the codes of br_node_put(). A removed node keeps
+ * running but takes no part (br_node_members() shows it as BR_NODE_NONE).
+ */
+int br_node_remove_member(br_node *n, uint64_t id, br_node_done_fn cb, void *ctx);
 
 /* Asks the node to start an election now (tests, operators). 0 or
  * BR_ECLOSED; the election may fail. */

@@ -40,7 +40,7 @@ int nd_cmd_decode(const uint8_t *c, size_t len, nd_cmd_op_fn fn, void *ctx);
 uint32_t nd_cmd_count(const uint8_t *c, size_t len);
 
 /* ---- requests from other threads ---- */
-enum { ND_REQ_PROPOSE = 1, ND_REQ_READ = 2, ND_REQ_CAMPAIGN = 3 };
+enum { ND_REQ_PROPOSE = 1, ND_REQ_READ = 2, ND_REQ_CAMPAIGN = 3, ND_REQ_CONF = 4 };
 
 struct nd_req {
     struct nd_req *next;
@@ -48,6 +48,8 @@ struct nd_req {
     uint8_t *data; /* PROPOSE: the command (owned) */
     size_t len;
     bool single_delete; /* PROPOSE from br_node_delete(): report BR_ENOTFOUND */
+    uint32_t cc_type;   /* CONF: enum br_raft_conf_change_type */
+    uint64_t cc_id;     /* CONF: the member; data/len hold the entry's context */
     br_node_done_fn cb;
     void *ctx;
 };
@@ -100,13 +102,22 @@ struct nd_member {
     char *host;
     uint16_t raft_port;
     char *client_addr;
+    int role;     /* enum br_node_member_role, as of the applied index */
+    bool promote; /* a learner to promote once caught up */
 };
 
 struct br_node {
     struct br_node_config cfg; /* copy; strings point into the copies below */
     uint64_t id;
+    /* Members' addresses. The node thread changes the table (and open/
+     * close while it does not run) under members_mu; other threads read it
+     * under members_mu; the node thread reads it without. Slots are stable
+     * while an id is in the table (snd[], the report masks use them). */
     struct nd_member members[BR_RAFT_MAX_MEMBERS];
     size_t n_members;
+    pthread_mutex_t members_mu;
+    bool joining;               /* waits to be added: never bootstraps */
+    uint64_t promote_next_tick; /* (loop) no promotion proposed before this tick */
     char *dir, *data_dir, *raft_dir, *staging_dir;
     uint32_t tick_ms;
     uint64_t compact_every, compact_tail;
@@ -179,6 +190,27 @@ void nd_process(br_node *n);
 void nd_publish_status(br_node *n);
 /* Sends a transport payload (kind byte included) to `to`. */
 int nd_send_bytes(br_node *n, uint64_t to, const struct iovec *iov, size_t niov);
+
+/* Hands a request to the node thread (wakes it). BR_ECLOSED, fatal. */
+int nd_enqueue(br_node *n, struct nd_req *r);
+
+/* ---- node_members.c ---- */
+/* Merges <dir>/MEMBERS (if any) into the configured table, sets
+ * n->joining. At open, before the raft log. */
+int nd_members_load(br_node *n, char *err, size_t errlen);
+/* Sets every member's role from conf (open, snapshot install). */
+void nd_members_set_roles(br_node *n, const struct br_raft_conf_state *conf);
+/* Writes the table to <dir>/MEMBERS (atomically) or to dir/MEMBERS. */
+int nd_members_save(br_node *n, const char *dir);
+/* After a snapshot swap: takes <dir>/data/MEMBERS (sent with the
+ * snapshot) as <dir>/MEMBERS and merges it into the table. */
+int nd_members_adopt(br_node *n);
+/* Proposes a CONF request; *index is its entry. (loop) */
+int nd_members_propose(br_node *n, const struct nd_req *r, uint64_t *index);
+/* A committed CONF_CHANGE entry is being applied. (loop) */
+void nd_members_apply(br_node *n, const struct br_raft_entry *e);
+/* Leader: promotes caught-up learners. (loop, every tick) */
+void nd_members_tick(br_node *n);
 
 /* ---- node_snapshot.c ---- */
 /* Recovers <dir>/data after a crash during a swap; removes staging and

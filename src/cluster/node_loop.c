@@ -261,6 +261,8 @@ static int apply_entry(br_node *n, const struct br_raft_entry *e) {
             return rc;
         }
     }
+    if (e->type == BR_RAFT_ENTRY_CONF_CHANGE)
+        nd_members_apply(n, e);
     n->applied = e->index;
     atomic_store(&n->applied_pub, e->index);
     n->c_applied++;
@@ -389,6 +391,7 @@ void nd_process(br_node *n) {
             nd_fatal(n, rc, "writing the configuration");
             return;
         }
+        nd_members_set_roles(n, &conf);
         if (n->rcv.complete)
             nd_snap_discard_recv(n); /* the core did not take it */
         role_changed(n);
@@ -431,9 +434,10 @@ static void handle_req(br_node *n, struct nd_req *r) {
     }
     if (r->kind == ND_REQ_CAMPAIGN) {
         br_raft_campaign(n->raft);
-    } else if (r->kind == ND_REQ_PROPOSE) {
+    } else if (r->kind == ND_REQ_PROPOSE || r->kind == ND_REQ_CONF) {
         uint64_t index = 0;
-        int rc = br_raft_propose(n->raft, r->data, r->len, &index, NULL);
+        int rc = r->kind == ND_REQ_CONF ? nd_members_propose(n, r, &index)
+                                        : br_raft_propose(n->raft, r->data, r->len, &index, NULL);
         if (rc < 0) {
             r->cb(r->ctx, rc);
             return;
@@ -499,6 +503,7 @@ static void on_tick(uv_timer_t *h) {
     n->ticks++;
     br_raft_tick(n->raft);
     expire_reads(n);
+    nd_members_tick(n);
     flush_reports(n);
     nd_snap_pump(n);
     nd_process(n);

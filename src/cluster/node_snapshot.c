@@ -226,12 +226,17 @@ void nd_snap_start(br_node *n, const struct br_raft_msg *m) {
     s->msg.entries = NULL;
     s->msg.n_entries = 0;
     s->stream = (n->id << 40) ^ n->stream_seq ^ ((uint64_t)rand() << 16);
-    if (seq < m->snapshot.index) {
+    /* Index 1 is the bootstrap point (nothing to hold); any later snapshot
+     * point is an engine sequence number (nd_maybe_compact). */
+    if (seq < m->snapshot.index && m->snapshot.index > 1) {
         nd_log(n, BR_NODE_LOG_WARN, "checkpoint at %llu is older than snapshot %llu",
                (unsigned long long)seq, (unsigned long long)m->snapshot.index);
         nd_snap_abort_send(n, slot, true);
         return;
     }
+    if ((rc = nd_members_save(n, s->dir)) < 0)
+        nd_log(n, BR_NODE_LOG_WARN, "members' addresses left out of the snapshot to %llu: %s",
+               (unsigned long long)m->to, br_strerror(rc));
     if ((rc = list_files(s)) < 0) {
         nd_log(n, BR_NODE_LOG_WARN, "listing %s: %s", s->dir, br_strerror(rc));
         nd_snap_abort_send(n, slot, true);
@@ -534,6 +539,10 @@ int nd_snap_install(br_node *n, const struct br_raft_snapshot_meta *meta) {
         rc = -errno;
     if (rc == 0)
         rc = nd_fsync_dir(n->dir);
+    int mrc = rc == 0 ? nd_members_adopt(n) : 0;
+    if (mrc < 0) /* addresses only: the install goes on */
+        nd_log(n, BR_NODE_LOG_WARN, "members' addresses sent with snapshot %llu: %s",
+               (unsigned long long)meta->index, br_strerror(mrc));
     char err[256] = "";
     if (rc == 0)
         rc = br_engine_open(n->data_dir, &n->eopts, &n->engine, err, sizeof err);

@@ -54,6 +54,9 @@
     X(status)                                                                                      \
     X(metrics)                                                                                     \
     X(admin_compact)                                                                               \
+    X(admin_members)                                                                               \
+    X(admin_member_add)                                                                            \
+    X(admin_member_remove)                                                                         \
     X(bad_method)                                                                                  \
     X(not_found)
 
@@ -64,7 +67,8 @@ enum route { ROUTES(ROUTE_ENUM) NROUTES };
 static const char *const route_names[] = {ROUTES(ROUTE_NAME)};
 #undef ROUTE_NAME
 
-static const unsigned codes[] = {200, 202, 204, 307, 400, 404, 405, 413, 500, 503, 0 /* other */};
+static const unsigned codes[] = {200, 202, 204, 307, 400, 404,
+                                 405, 409, 413, 500, 503, 0 /* other */};
 #define NCODES (sizeof codes / sizeof codes[0])
 
 /* Latency buckets, seconds (upper bounds; the last is +Inf). */
@@ -129,6 +133,9 @@ typedef struct req {
     const char *rs, *re; /* a range's bounds while it is submitted (the service copies them) */
     size_t rsl, rel;
     size_t limit; /* a range's limit (0 none) */
+    /* A membership change (the strings are malloc'd). */
+    br_service_member member;
+    int learner;
 } req;
 
 static void logf_(br_http *h, br_log_level lvl, const char *fmt, ...)
@@ -437,8 +444,12 @@ static enum MHD_Result finish(req *r) {
     }
 }
 
+static enum MHD_Result reply_member_change(req *r, int rc);
+
 static enum MHD_Result reply_write(req *r) {
     int rc = atomic_load_explicit(&r->rc, memory_order_acquire);
+    if (r->route == R_admin_member_add || r->route == R_admin_member_remove)
+        return reply_member_change(r, rc);
     if (rc)
         return reply_rc(r, rc);
     switch (r->route) {
@@ -913,6 +924,139 @@ static enum MHD_Result do_compact(req *r) {
     return reply_owned(r, 202, out, (size_t)n, "application/json");
 }
 
+/* ---- Membership ------------------------------------------------------------ */
+
+/* {"id":self,"leader":L,"members":[{"id":..,"role":..,"promote":..,"raft":"h:p",
+ * "client":"h:p"},...]} as this node knows them. */
+static enum MHD_Result reply_members(req *r) {
+    br_service_member_info m[16];
+    size_t k = br_service_members(r->h->svc, m, 16);
+    uint64_t self = 0, leader = 0;
+    br_service_leader(r->h->svc, &self, &leader, NULL, 0);
+    br_buf b = {0};
+    int err = addf(&b, "{\"id\":%llu,\"leader\":%llu,\"members\":[", (unsigned long long)self,
+                   (unsigned long long)leader);
+    for (size_t i = 0; i < k && i < 16 && !err; i++) {
+        char raft[300];
+        snprintf(raft, sizeof raft, "%s:%u", m[i].host, m[i].raft_port);
+        err = addf(&b, "%s{\"id\":%llu,\"role\":\"%s\",\"promote\":%s,\"raft\":", i ? "," : "",
+                   (unsigned long long)m[i].id, m[i].role, m[i].promote ? "true" : "false") ||
+              br_json_str(&b, raft, strlen(raft)) || br_buf_adds(&b, ",\"client\":") ||
+              br_json_str(&b, m[i].client_addr, strlen(m[i].client_addr)) || br_buf_addc(&b, '}');
+    }
+    err = err || br_buf_adds(&b, "]}\n");
+    if (err) {
+        free(b.p);
+        return reply_rc(r, BR_ENOMEM);
+    }
+    return reply_owned(r, 200, b.p, b.len, "application/json");
+}
+
+/* The answer to a membership change: the members as they are now, or why
+ * not. */
+static enum MHD_Result reply_member_change(req *r, int rc) {
+    unsigned long long id = r->member.id;
+    int add = r->route == R_admin_member_add;
+    switch (rc) {
+    case 0:
+        return reply_members(r);
+    case -EOPNOTSUPP:
+        return reply_err(r, 400,
+                         "membership changes need cluster mode (this server is standalone)");
+    case -EEXIST:
+        return reply_err(r, 409, "node %llu is already a %s", id, r->learner ? "member" : "voter");
+    case -ENOSPC:
+        return reply_err(r, 409, "the cluster has as many members as it can hold (16)");
+    case BR_ENOTFOUND:
+        return reply_err(r, 404, "node %llu is not a member", id);
+    case BR_EINVAL:
+        if (add)
+            return reply_err(r, 409,
+                             "learner %llu has not caught up yet; without learner=true it is "
+                             "promoted automatically once it has",
+                             id);
+        return reply_err(r, 409, "node %llu is the last voter; it cannot be removed", id);
+    case -EBUSY: {
+        static const char msg[] = "another membership change is being applied; retry shortly\n";
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_PERSISTENT);
+        if (resp)
+            MHD_add_response_header(resp, "Retry-After", "1");
+        return queue(r, 503, resp, "text/plain; charset=utf-8");
+    }
+    default:
+        return reply_rc(r, rc);
+    }
+}
+
+/* Splits "host:port" (a host of 1..255 printable bytes, a port 1..65535)
+ * into a malloc'd host and the port. -1 if it is not such an address. */
+static int split_addr(const char *s, char **host, uint16_t *port) {
+    const char *c = s ? strrchr(s, ':') : NULL;
+    uint64_t p;
+    if (!c || c == s || c - s > 255 || br_parse_u64(c + 1, strlen(c + 1), &p) || p == 0 ||
+        p > 65535)
+        return -1;
+    for (const char *q = s; q < c; q++)
+        if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
+            return -1;
+    *host = strndup(s, (size_t)(c - s));
+    *port = (uint16_t)p;
+    return *host ? 0 : -1;
+}
+
+static int submit_member_add(req *r) {
+    return br_service_add_member(r->h->svc, &r->member, r->learner, write_done, r);
+}
+
+static int submit_member_remove(req *r) {
+    return br_service_remove_member(r->h->svc, r->member.id, write_done, r);
+}
+
+/* POST /admin/members?id=N&raft=HOST:PORT[&client=HOST:PORT][&learner=true] */
+static enum MHD_Result do_member_add(req *r) {
+    char *id = NULL, *raft = NULL, *client = NULL, *learner = NULL;
+    size_t idl = 0, rl = 0, cl = 0, ll = 0;
+    int bad = arg(r, "id", &id, &idl) < 0 || arg(r, "raft", &raft, &rl) < 0 ||
+              arg(r, "client", &client, &cl) < 0 || arg(r, "learner", &learner, &ll) < 0;
+    const char *why = NULL;
+    uint64_t v = 0;
+    char *host = NULL, *ch = NULL;
+    uint16_t cp;
+    int yes = learner && (strcmp(learner, "true") == 0 || strcmp(learner, "1") == 0);
+    if (bad)
+        why = "bad %-escape in the query";
+    else if (!id || br_parse_u64(id, idl, &v) || v == 0)
+        why = "id must be a node id (a whole number above 0)";
+    else if (!raft || strlen(raft) != rl || split_addr(raft, &host, &r->member.raft_port))
+        why = "raft must be the new member's raft address, HOST:PORT";
+    else if (client && (strlen(client) != cl || split_addr(client, &ch, &cp)))
+        why = "client must be the new member's HTTP address, HOST:PORT";
+    else if (learner && !yes && strcmp(learner, "false") != 0 && strcmp(learner, "0") != 0)
+        why = "learner must be true or false";
+    free(ch);
+    free(id);
+    free(raft);
+    free(learner);
+    r->member.id = v;
+    r->member.host = host;
+    r->member.client_addr = client;
+    r->learner = yes;
+    if (why)
+        return reply_err(r, 400, "%s", why);
+    return start_write(r, submit_member_add);
+}
+
+/* DELETE /admin/members/N */
+static enum MHD_Result do_member_remove(req *r, const char *url) {
+    const char *id = url + strlen("/admin/members/");
+    uint64_t v;
+    if (br_parse_u64(id, strlen(id), &v) || v == 0)
+        return reply_err(r, 400, "the path must end in a node id (a whole number above 0)");
+    r->member.id = v;
+    return start_write(r, submit_member_remove);
+}
+
 /* ---- Dispatch ------------------------------------------------------------ */
 
 static enum MHD_Result do_usage(req *r) {
@@ -1068,6 +1212,14 @@ static enum route classify(const char *url, const char *m, const char **allow) {
         *allow = "POST";
         return is(m, "POST") ? R_admin_compact : R_bad_method;
     }
+    if (strcmp(url, "/admin/members") == 0) {
+        *allow = "GET, HEAD, POST";
+        return get ? R_admin_members : is(m, "POST") ? R_admin_member_add : R_bad_method;
+    }
+    if (strncmp(url, "/admin/members/", 15) == 0) {
+        *allow = "DELETE";
+        return is(m, "DELETE") ? R_admin_member_remove : R_bad_method;
+    }
     return R_not_found;
 }
 
@@ -1117,6 +1269,12 @@ static enum MHD_Result dispatch(req *r, const char *url, const char *method) {
         return do_metrics(r);
     case R_admin_compact:
         return do_compact(r);
+    case R_admin_members:
+        return reply_members(r);
+    case R_admin_member_add:
+        return do_member_add(r);
+    case R_admin_member_remove:
+        return do_member_remove(r, url);
     case R_bad_method:
         return reply_err(r, 405, "method %s not allowed on %s", method, url);
     default:
@@ -1208,6 +1366,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->val);
     free(r->key);
     free(r->body.p);
+    free((char *)r->member.host);
+    free((char *)r->member.client_addr);
     free(r);
     atomic_fetch_sub(&h->active, 1);
 }

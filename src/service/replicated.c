@@ -540,6 +540,62 @@ static int rp_compact(br_service *bs, uint32_t min_dead_pct) {
     return rc;
 }
 
+/* ---- Membership ------------------------------------------------------------ */
+
+static size_t rp_members(br_service *bs, br_service_member_info *out, size_t cap) {
+    repl *r = (repl *)bs;
+    struct br_node_member_info m[BR_RAFT_MAX_MEMBERS];
+    size_t k = br_node_members(r->node, m, BR_RAFT_MAX_MEMBERS);
+    for (size_t i = 0; i < k && i < cap; i++) {
+        out[i] = (br_service_member_info){
+            .id = m[i].id,
+            .role = m[i].role == BR_NODE_VOTER     ? "voter"
+                    : m[i].role == BR_NODE_LEARNER ? "learner"
+                                                   : "none",
+            .promote = m[i].promote,
+            .raft_port = m[i].raft_port,
+        };
+        memcpy(out[i].host, m[i].host, sizeof out[i].host);
+        memcpy(out[i].client_addr, m[i].client_addr, sizeof out[i].client_addr);
+    }
+    return k;
+}
+
+static int rp_add_member(br_service *bs, const br_service_member *m, int learner,
+                         br_service_done_fn cb, void *ctx) {
+    repl *r = (repl *)bs;
+    op *o = write_op(r, cb, ctx);
+    if (!o)
+        return BR_ENOMEM;
+    struct br_node_member nm = {
+        .id = m->id, .host = m->host, .raft_port = m->raft_port, .client_addr = m->client_addr};
+    int rc = enter(r);
+    if (rc == 0) {
+        atomic_fetch_add(&r->inflight, 1);
+        rc = br_node_add_member(r->node, &nm, learner ? BR_NODE_ADD_LEARNER : 0, write_done, o);
+        if (rc)
+            atomic_fetch_sub(&r->inflight, 1);
+        leave(r);
+    }
+    return write_submitted(r, o, rc);
+}
+
+static int rp_remove_member(br_service *bs, uint64_t id, br_service_done_fn cb, void *ctx) {
+    repl *r = (repl *)bs;
+    op *o = write_op(r, cb, ctx);
+    if (!o)
+        return BR_ENOMEM;
+    int rc = enter(r);
+    if (rc == 0) {
+        atomic_fetch_add(&r->inflight, 1);
+        rc = br_node_remove_member(r->node, id, write_done, o);
+        if (rc)
+            atomic_fetch_sub(&r->inflight, 1);
+        leave(r);
+    }
+    return write_submitted(r, o, rc);
+}
+
 static int rp_close(br_service *bs) {
     repl *r = (repl *)bs;
     pthread_rwlock_wrlock(&r->gate);
@@ -628,6 +684,7 @@ int br_service_open_replicated(const char *dir, const br_engine_options *eo,
     nc.heartbeat_ticks = co->heartbeat_ticks;
     nc.compact_every = co->snapshot_every;
     nc.compact_tail = co->snapshot_keep;
+    nc.join = co->join != 0;
     nc.engine = eo;
     if (co->log) {
         nc.log_fn = node_log;
@@ -666,5 +723,8 @@ static const br_service_ops repl_ops = {
     .range = rp_range,
     .stats = rp_stats,
     .compact = rp_compact,
+    .members = rp_members,
+    .add_member = rp_add_member,
+    .remove_member = rp_remove_member,
     .close = rp_close,
 };

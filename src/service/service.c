@@ -113,6 +113,19 @@ int br_service_compact(br_service *s, uint32_t min_dead_pct) {
     return s->ops->compact(s, min_dead_pct);
 }
 
+size_t br_service_members(br_service *s, br_service_member_info *out, size_t cap) {
+    return s->ops->members ? s->ops->members(s, out, cap) : 0;
+}
+
+int br_service_add_member(br_service *s, const br_service_member *m, int learner,
+                          br_service_done_fn cb, void *ctx) {
+    return s->ops->add_member ? s->ops->add_member(s, m, learner, cb, ctx) : -EOPNOTSUPP;
+}
+
+int br_service_remove_member(br_service *s, uint64_t id, br_service_done_fn cb, void *ctx) {
+    return s->ops->remove_member ? s->ops->remove_member(s, id, cb, ctx) : -EOPNOTSUPP;
+}
+
 int br_service_close(br_service *s) {
     return s ? s->ops->close(s) : 0;
 }

@@ -30,6 +30,11 @@ typedef struct br_service_ops {
                  size_t limit, unsigned flags, br_service_range_fn cb, void *ctx);
     void (*stats)(br_service *s, br_service_stats *st);
     int (*compact)(br_service *s, uint32_t min_dead_pct);
+    /* Membership; NULL in standalone mode. */
+    size_t (*members)(br_service *s, br_service_member_info *out, size_t cap);
+    int (*add_member)(br_service *s, const br_service_member *m, int learner, br_service_done_fn cb,
+                      void *ctx);
+    int (*remove_member)(br_service *s, uint64_t id, br_service_done_fn cb, void *ctx);
     int (*close)(br_service *s);
 } br_service_ops;
 
