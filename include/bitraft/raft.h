@@ -137,16 +137,18 @@ int br_raft_conf_change_decode(const struct br_raft_entry *e, struct br_raft_con
 /* ---------------------------------------------------------------- messages */
 
 enum br_raft_msg_type {
-    BR_RAFT_MSG_APPEND = 1,         /* AppendEntries RPC */
-    BR_RAFT_MSG_APPEND_RESP = 2,    /* its reply; also the ack of a snapshot */
-    BR_RAFT_MSG_VOTE = 3,           /* RequestVote RPC */
-    BR_RAFT_MSG_VOTE_RESP = 4,      /* its reply */
-    BR_RAFT_MSG_PREVOTE = 5,        /* pre-vote request (thesis §9.6) */
-    BR_RAFT_MSG_PREVOTE_RESP = 6,   /* its reply */
-    BR_RAFT_MSG_HEARTBEAT = 7,      /* leader's empty AppendEntries */
-    BR_RAFT_MSG_HEARTBEAT_RESP = 8, /* its reply */
-    BR_RAFT_MSG_SNAPSHOT = 9,       /* InstallSnapshot (metadata; content streamed by driver) */
-    BR_RAFT_MSG_TIMEOUT_NOW = 10    /* leadership transfer: start an election now */
+    BR_RAFT_MSG_APPEND = 1,          /* AppendEntries RPC */
+    BR_RAFT_MSG_APPEND_RESP = 2,     /* its reply; also the ack of a snapshot */
+    BR_RAFT_MSG_VOTE = 3,            /* RequestVote RPC */
+    BR_RAFT_MSG_VOTE_RESP = 4,       /* its reply */
+    BR_RAFT_MSG_PREVOTE = 5,         /* pre-vote request (thesis §9.6) */
+    BR_RAFT_MSG_PREVOTE_RESP = 6,    /* its reply */
+    BR_RAFT_MSG_HEARTBEAT = 7,       /* leader's empty AppendEntries */
+    BR_RAFT_MSG_HEARTBEAT_RESP = 8,  /* its reply */
+    BR_RAFT_MSG_SNAPSHOT = 9,        /* InstallSnapshot (metadata; content streamed by driver) */
+    BR_RAFT_MSG_TIMEOUT_NOW = 10,    /* leadership transfer: start an election now */
+    BR_RAFT_MSG_READ_INDEX = 11,     /* a follower asks the leader for a read point */
+    BR_RAFT_MSG_READ_INDEX_RESP = 12 /* the leader's answer: the read point */
 };
 
 /* Flags in br_raft_msg.flags. */
@@ -167,6 +169,9 @@ enum br_raft_msg_type {
  *   HEARTBEAT    commit = min(follower's match, leaderCommit), ctx = the
  *                newest pending ReadIndex context (0 = none)
  *   HEARTBEAT_RESP ctx echoed
+ *   READ_INDEX   ctx = the follower's read request
+ *   READ_INDEX_RESP ctx echoed, index = the read point (leadership was
+ *                confirmed after the request arrived)
  *   SNAPSHOT     snapshot = metadata of the snapshot to stream
  */
 struct br_raft_msg {
@@ -360,14 +365,21 @@ int br_raft_propose_conf_change(br_raft *r, const struct br_raft_conf_change *cc
 
 /*
  * Requests a linearizable read point (thesis §6.4). ctx identifies the
- * request and must be nonzero and unique among pending ones. Once the
- * leader has committed an entry of its term and a majority has confirmed
- * its leadership by a heartbeat round, a br_raft_read_state {ctx, index}
- * appears in a Ready: the read may be served once the state machine has
- * applied `index`. Requests made together share one heartbeat round. If the
- * node stops being leader, pending requests are dropped silently (the
- * driver times them out). BR_ENOTLEADER (with *leader) when not leader,
- * BR_EINVAL for ctx 0.
+ * request and must be nonzero and unique among this node's pending ones.
+ * Once the leader has committed an entry of its term and a majority has
+ * confirmed its leadership by a heartbeat round that started after the
+ * request arrived, a br_raft_read_state {ctx, index} appears in a Ready:
+ * the read may be served once the state machine has applied `index`.
+ * Requests made together share one heartbeat round.
+ *
+ * A follower (or learner) that knows a leader forwards the request to it
+ * (READ_INDEX) and gets the read point back (READ_INDEX_RESP; thesis §6.4:
+ * "followers ... issue a request to the leader to learn the current
+ * readIndex"); the read state then appears in one of the follower's
+ * Readys. A request is dropped silently when the leader stops leading, the
+ * message is lost or the follower's leader changes: the driver times it
+ * out. BR_ENOTLEADER (with *leader, 0 if unknown) on a candidate or a node
+ * that knows no leader; BR_EINVAL for ctx 0.
  */
 int br_raft_read_index(br_raft *r, uint64_t ctx, uint64_t *leader);
 

@@ -469,8 +469,14 @@ int br_node_write(br_node *n, const br_node_batch *b, br_node_done_fn cb, void *
 }
 
 int br_node_read_index(br_node *n, br_node_done_fn cb, void *ctx) {
-    if (atomic_load(&n->role) != BR_RAFT_LEADER)
-        return BR_ENOTLEADER;
+    if (atomic_load(&n->role) != BR_RAFT_LEADER) {
+        /* a follower forwards the request, if it knows a leader */
+        pthread_mutex_lock(&n->status_mu);
+        uint64_t leader = n->status.leader;
+        pthread_mutex_unlock(&n->status_mu);
+        if (leader == 0 || leader == n->id)
+            return BR_ENOTLEADER;
+    }
     struct nd_req *r = calloc(1, sizeof(*r));
     if (!r)
         return BR_ENOMEM;

@@ -190,16 +190,17 @@ size_t br_node_batch_count(const br_node_batch *b);
 int br_node_write(br_node *n, const br_node_batch *b, br_node_done_fn cb, void *ctx);
 
 /*
- * Linearizable read barrier (ReadIndex, thesis §6.4). Returns
- * BR_ENOTLEADER at once (no callback) on a node that is not the leader:
- * followers do not forward reads (the core has no message for it; the
- * front end redirects). Otherwise 0, and cb(ctx, rc) runs on the node
- * thread with 0 once a heartbeat round confirmed leadership and the local
- * engine has applied every entry committed before the call: a read of the
+ * Linearizable read barrier (ReadIndex, thesis §6.4), on any member: a
+ * follower asks the leader for the read index. Returns BR_ENOTLEADER at
+ * once (no callback) on a node that knows no leader. Otherwise 0, and
+ * cb(ctx, rc) runs on the node thread with 0 once the leader confirmed its
+ * leadership by a heartbeat round (after the request reached it) and the
+ * local engine has applied every entry committed before: a read of the
  * engine made after that sees every write completed before the call.
- * Failures: BR_ENOTLEADER (leadership lost meanwhile), -ETIMEDOUT (no
- * quorum answered within a few election timeouts), BR_ECLOSED.
- * Concurrent requests share one heartbeat round.
+ * Failures: BR_ENOTLEADER (leadership lost, or a follower's leader
+ * changed, meanwhile), -ETIMEDOUT (no answer within a few election
+ * timeouts: no quorum, or the request was lost), BR_ECLOSED. Concurrent
+ * requests share one heartbeat round.
  */
 int br_node_read_index(br_node *n, br_node_done_fn cb, void *ctx);
 

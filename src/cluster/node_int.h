@@ -68,6 +68,7 @@ struct nd_read {
     uint64_t index;
     bool have_index;
     uint64_t deadline; /* in ticks */
+    uint64_t leader;   /* the leader when it was asked (a follower forwarded it there) */
     br_node_done_fn cb;
     void *ctx;
 };

@@ -291,6 +291,22 @@ static void complete_reads(br_node *n) {
     n->n_reads = k;
 }
 
+/* A read forwarded to a leader that is no longer ours will not be
+ * answered: fail it now rather than at its deadline. */
+static void drop_orphan_reads(br_node *n) {
+    struct br_raft_status st;
+    br_raft_get_status(n->raft, &st);
+    size_t k = 0;
+    for (size_t i = 0; i < n->n_reads; i++) {
+        struct nd_read r = n->reads[i];
+        if (!r.have_index && r.leader != n->id && r.leader != st.leader)
+            r.cb(r.ctx, BR_ENOTLEADER);
+        else
+            n->reads[k++] = r;
+    }
+    n->n_reads = k;
+}
+
 static void expire_reads(br_node *n) {
     size_t k = 0;
     for (size_t i = 0; i < n->n_reads; i++) {
@@ -395,6 +411,8 @@ void nd_process(br_node *n) {
         if (n->rcv.complete)
             nd_snap_discard_recv(n); /* the core did not take it */
         role_changed(n);
+        if (n->n_reads > 0)
+            drop_orphan_reads(n);
         complete_reads(n);
         flush_reports(n);
         nd_maybe_compact(n);
@@ -458,14 +476,15 @@ static void handle_req(br_node *n, struct nd_req *r) {
             n->reads = nr;
             n->reads_cap = cap;
         }
-        uint64_t id = ++n->next_read_id;
-        int rc = br_raft_read_index(n->raft, id, NULL);
+        uint64_t id = ++n->next_read_id, leader = 0;
+        int rc = br_raft_read_index(n->raft, id, &leader);
         if (rc < 0) {
             r->cb(r->ctx, rc);
             return;
         }
         n->reads[n->n_reads++] = (struct nd_read){
             .id = id,
+            .leader = leader,
             .deadline = n->ticks + 4u * n->cfg.election_ticks + 10,
             .cb = r->cb,
             .ctx = r->ctx,

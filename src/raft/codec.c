@@ -84,7 +84,7 @@ size_t br_raft_encoded_size(const struct br_raft_msg *m) {
 }
 
 long br_raft_encode(const struct br_raft_msg *m, uint8_t *buf, size_t cap) {
-    if (m->type < BR_RAFT_MSG_APPEND || m->type > BR_RAFT_MSG_TIMEOUT_NOW ||
+    if (m->type < BR_RAFT_MSG_APPEND || m->type > BR_RAFT_MSG_READ_INDEX_RESP ||
         m->n_entries > UINT32_MAX || m->snapshot.conf.n_voters > BR_RAFT_MAX_MEMBERS ||
         m->snapshot.conf.n_learners > BR_RAFT_MAX_MEMBERS)
         return BR_EINVAL;
@@ -147,7 +147,7 @@ long br_raft_decode(const uint8_t *buf, size_t len, struct br_raft_msg *m) {
         buf[6] != 0 || buf[7] != 0)
         return BR_EPROTOCOL;
     uint32_t type = buf[5];
-    if (type < BR_RAFT_MSG_APPEND || type > BR_RAFT_MSG_TIMEOUT_NOW)
+    if (type < BR_RAFT_MSG_APPEND || type > BR_RAFT_MSG_READ_INDEX_RESP)
         return BR_EPROTOCOL;
     size_t body = get32(buf + 8);
     if (body < FIXED_LEN || body > len - HDR_LEN - SUM_LEN)

@@ -103,9 +103,9 @@ const char *br_raft_role_name(int role) {
 
 const char *br_raft_msg_type_name(uint32_t type) {
     static const char *const names[] = {
-        "?",          "APPEND",       "APPEND_RESP", "VOTE",           "VOTE_RESP",
-        "PREVOTE",    "PREVOTE_RESP", "HEARTBEAT",   "HEARTBEAT_RESP", "SNAPSHOT",
-        "TIMEOUT_NOW"};
+        "?",           "APPEND",       "APPEND_RESP",    "VOTE",           "VOTE_RESP",
+        "PREVOTE",     "PREVOTE_RESP", "HEARTBEAT",      "HEARTBEAT_RESP", "SNAPSHOT",
+        "TIMEOUT_NOW", "READ_INDEX",   "READ_INDEX_RESP"};
     return type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
 }
 
@@ -354,7 +354,7 @@ void br_raft_tick(br_raft *r) {
 
 /* Rejects messages whose fields cannot come from a correct peer. */
 static int validate(const br_raft *r, const struct br_raft_msg *m) {
-    if (m->type < BR_RAFT_MSG_APPEND || m->type > BR_RAFT_MSG_TIMEOUT_NOW)
+    if (m->type < BR_RAFT_MSG_APPEND || m->type > BR_RAFT_MSG_READ_INDEX_RESP)
         return BR_EPROTOCOL;
     if (m->from == BR_RAFT_NONE || m->from == r->id || m->to != r->id)
         return BR_EPROTOCOL;
@@ -387,6 +387,9 @@ static void step_leader(br_raft *r, const struct br_raft_msg *m) {
         break;
     case BR_RAFT_MSG_HEARTBEAT_RESP:
         rf_handle_heartbeat_resp(r, m);
+        break;
+    case BR_RAFT_MSG_READ_INDEX:
+        rf_read_forwarded(r, m);
         break;
     default:
         break; /* stale votes, our own kinds of messages from an old term */
@@ -440,6 +443,9 @@ static void step_follower(br_raft *r, const struct br_raft_msg *m) {
          * once, even though it hears from a leader. */
         rf_logf(r, BR_RAFT_LOG_INFO, "TIMEOUT_NOW from %llu", (unsigned long long)m->from);
         rf_hup(r, true);
+        break;
+    case BR_RAFT_MSG_READ_INDEX_RESP:
+        rf_read_answer(r, m);
         break;
     default:
         break;

@@ -122,7 +122,9 @@ void rf_inflights_free(struct rf_inflights *in);
 /* ---------------------------------------------------------------- read index */
 
 struct rf_read_req {
-    uint64_t ctx;
+    uint64_t ctx;   /* the requester's */
+    uint64_t from;  /* the follower that forwarded it; 0 = this node's own */
+    uint64_t round; /* the heartbeat round's id (unique per leader) */
     uint64_t index; /* commit index when it was received */
     uint32_t acks;  /* bitmask over progress slots */
     bool sent;      /* heartbeat round started */
@@ -159,6 +161,7 @@ struct br_raft {
     /* ReadIndex requests waiting for confirmation, FIFO */
     struct rf_read_req *reads;
     size_t n_reads, cap_reads;
+    uint64_t read_rounds; /* the last round id handed out */
 
     /* output gathered for the next Ready */
     struct rf_arena arena;
@@ -220,6 +223,9 @@ void rf_read_reset(br_raft *r);
 uint64_t rf_read_last_ctx(const br_raft *r);
 void rf_read_free(br_raft *r);
 void rf_read_conf_changed(br_raft *r);
+/* READ_INDEX from a follower (leader) / READ_INDEX_RESP (follower). */
+void rf_read_forwarded(br_raft *r, const struct br_raft_msg *m);
+void rf_read_answer(br_raft *r, const struct br_raft_msg *m);
 
 /* membership.c */
 int rf_conf_load(br_raft *r, const struct br_raft_conf_state *conf);

@@ -11,10 +11,17 @@
  * waits for its state machine to advance at least as far as the readIndex
  * (the driver does this step with the returned read state)."
  *
- * Requests queue in arrival order. A heartbeat round carries the newest
- * request's ctx; a majority acknowledging it confirms that request and
- * every earlier one (their read indexes are no larger, and leadership was
- * confirmed after they arrived), so concurrent reads share one round.
+ * Requests queue in arrival order. Each gets a round id when its
+ * heartbeat round starts (increasing, never reused by this node, so a late
+ * acknowledgement of an old round cannot confirm a newer request); a round
+ * carries the newest request's id, and a majority acknowledging it confirms
+ * that request and every earlier one (their read indexes are no larger, and
+ * leadership was confirmed after they arrived), so concurrent reads share
+ * one round.
+ *
+ * Followers forward their requests (READ_INDEX, with their own ctx); the
+ * leader queues them like its own and answers READ_INDEX_RESP with the
+ * read index instead of emitting a read state; the follower emits it.
  */
 #include "raft_int.h"
 
@@ -35,7 +42,7 @@ void rf_read_reset(br_raft *r) {
 uint64_t rf_read_last_ctx(const br_raft *r) {
     for (size_t i = r->n_reads; i > 0; i--)
         if (r->reads[i - 1].sent)
-            return r->reads[i - 1].ctx;
+            return r->reads[i - 1].round;
     return 0;
 }
 
@@ -65,11 +72,21 @@ static bool acked_by_quorum(const br_raft *r, uint32_t acks) {
     return n >= rf_quorum(r);
 }
 
-/* Releases requests [0, k] as read states. */
+/* Releases requests [0, k]: read states for our own, answers for the
+ * forwarded ones. */
 static void release_through(br_raft *r, size_t k) {
-    for (size_t i = 0; i <= k; i++)
-        if (emit(r, r->reads[i].ctx, r->reads[i].index) < 0)
+    for (size_t i = 0; i <= k; i++) {
+        const struct rf_read_req *q = &r->reads[i];
+        if (q->from) {
+            struct br_raft_msg *m = rf_send(r, BR_RAFT_MSG_READ_INDEX_RESP, q->from);
+            if (m) {
+                m->ctx = q->ctx;
+                m->index = q->index;
+            }
+        } else if (emit(r, q->ctx, q->index) < 0) {
             rf_logf(r, BR_RAFT_LOG_WARN, "out of memory releasing a read");
+        }
+    }
     size_t rest = r->n_reads - (k + 1);
     for (size_t i = 0; i < rest; i++)
         r->reads[i] = r->reads[k + 1 + i];
@@ -82,6 +99,7 @@ static void start_round(br_raft *r) {
     for (size_t i = 0; i < r->n_reads; i++) {
         if (!r->reads[i].sent) {
             r->reads[i].sent = true;
+            r->reads[i].round = ++r->read_rounds;
             r->reads[i].index = r->log.committed;
             r->reads[i].acks = self_bit(r);
             any = true;
@@ -93,21 +111,15 @@ static void start_round(br_raft *r) {
         release_through(r, r->n_reads - 1); /* a single voter needs no round */
         return;
     }
-    rf_bcast_heartbeat(r, r->reads[r->n_reads - 1].ctx);
+    rf_bcast_heartbeat(r, r->reads[r->n_reads - 1].round);
 }
 
 static bool committed_in_term(const br_raft *r) {
     return rf_log_term_or0(&r->log, r->log.committed) == r->term;
 }
 
-int br_raft_read_index(br_raft *r, uint64_t ctx, uint64_t *leader) {
-    if (ctx == 0)
-        return BR_EINVAL;
-    if (r->role != BR_RAFT_LEADER) {
-        if (leader)
-            *leader = r->lead;
-        return BR_ENOTLEADER;
-    }
+/* Queues a request (ours: from 0) and starts a round when it may. */
+static int enqueue(br_raft *r, uint64_t ctx, uint64_t from) {
     if (r->n_reads == r->cap_reads) {
         size_t cap = r->cap_reads ? r->cap_reads * 2 : 16;
         struct rf_read_req *q = realloc(r->reads, cap * sizeof(*q));
@@ -116,12 +128,42 @@ int br_raft_read_index(br_raft *r, uint64_t ctx, uint64_t *leader) {
         r->reads = q;
         r->cap_reads = cap;
     }
-    r->reads[r->n_reads++] = (struct rf_read_req){.ctx = ctx};
-    if (leader)
-        *leader = r->id;
+    r->reads[r->n_reads++] = (struct rf_read_req){.ctx = ctx, .from = from};
     if (committed_in_term(r))
         start_round(r);
     return 0;
+}
+
+int br_raft_read_index(br_raft *r, uint64_t ctx, uint64_t *leader) {
+    if (ctx == 0)
+        return BR_EINVAL;
+    if (leader)
+        *leader = r->role == BR_RAFT_LEADER ? r->id : r->lead;
+    if (r->role == BR_RAFT_FOLLOWER && r->lead != BR_RAFT_NONE) {
+        struct br_raft_msg *m = rf_send(r, BR_RAFT_MSG_READ_INDEX, r->lead);
+        if (!m)
+            return BR_ENOMEM;
+        m->ctx = ctx;
+        return 0;
+    }
+    if (r->role != BR_RAFT_LEADER)
+        return BR_ENOTLEADER;
+    return enqueue(r, ctx, 0);
+}
+
+void rf_read_forwarded(br_raft *r, const struct br_raft_msg *m) {
+    if (m->ctx == 0 || rf_pr_slot(r, m->from) < 0)
+        return; /* not a member: no answer */
+    if (enqueue(r, m->ctx, m->from) < 0)
+        rf_logf(r, BR_RAFT_LOG_WARN, "out of memory queueing a read from %llu",
+                (unsigned long long)m->from);
+}
+
+void rf_read_answer(br_raft *r, const struct br_raft_msg *m) {
+    if (m->from != r->lead || m->ctx == 0)
+        return;
+    if (emit(r, m->ctx, m->index) < 0)
+        rf_logf(r, BR_RAFT_LOG_WARN, "out of memory releasing a read");
 }
 
 void rf_read_on_commit(br_raft *r) {
@@ -132,7 +174,7 @@ void rf_read_on_commit(br_raft *r) {
 void rf_read_on_heartbeat_resp(br_raft *r, int slot, uint64_t ctx) {
     for (size_t i = 0; i < r->n_reads; i++) {
         struct rf_read_req *q = &r->reads[i];
-        if (!q->sent || q->ctx != ctx)
+        if (!q->sent || q->round != ctx)
             continue;
         q->acks |= 1u << slot;
         if (acked_by_quorum(r, q->acks))

@@ -11,10 +11,12 @@
  * Reads: a linearizable get or range first waits for br_node_read_index
  * (one heartbeat round, shared by the reads waiting at the same time);
  * its callback, on the node thread, then reads the engine (one index
- * lookup and one pread for a get; a range only makes its iterator). A
- * follower refuses with BR_ENOTLEADER: the node does not forward
- * ReadIndex, so the front end redirects. A stale read reads the local
- * engine on the caller's thread at once.
+ * lookup and one pread for a get; a range only makes its iterator). On a
+ * follower the node asks the leader for the read index and the read is
+ * served from the follower's engine once it has applied that far; a node
+ * that knows no leader refuses with BR_ENOTLEADER (the front end answers
+ * 503). A stale read reads the local engine on the caller's thread at
+ * once.
  *
  * The engine can be swapped under us (a snapshot install), so every read
  * holds br_node_engine_acquire() only for the moment it touches the

@@ -1188,9 +1188,13 @@ static void run_until(struct sim *s, uint64_t until, bool faults, uint32_t ev_pe
                 if (v)
                     sim_propose(s, v, NULL);
             } else if (what < 70) {
+                /* on the leader, or forwarded by any node (followers,
+                 * learners, deposed leaders: what they get is checked) */
                 int l = sim_leader(s);
-                if (l)
-                    sim_read(s, l);
+                if (l && rnd(s, 2))
+                    v = l;
+                if (v)
+                    sim_read(s, v);
             } else if (faults) {
                 random_fault(s);
             }

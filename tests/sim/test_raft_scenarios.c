@@ -865,22 +865,95 @@ Test(read_index, new_leader_waits_for_its_term) {
                     .type = BR_RAFT_MSG_APPEND_RESP, .from = 2, .term = term, .index = 2});
     const struct tmsg *hb = tn_find(&t, BR_RAFT_MSG_HEARTBEAT, 2);
     cr_assert_not_null(hb);
-    cr_assert_eq(hb->ctx, 9);
+    cr_assert_neq(hb->ctx, 0, "the round has an id");
+    uint64_t round = hb->ctx;
     tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_HEARTBEAT_RESP, .from = 3, .term = term, .ctx = 9});
+                    .type = BR_RAFT_MSG_HEARTBEAT_RESP, .from = 3, .term = term, .ctx = round});
     cr_assert_eq(t.n_reads, 1);
     cr_assert_eq(t.reads[0].ctx, 9);
     cr_assert_eq(t.reads[0].index, 2);
     tn_free(&t);
 }
 
-Test(read_index, follower_refuses) {
+/* A late acknowledgement of an earlier round must not confirm a request
+ * that arrived after that round started: round ids are never reused, even
+ * when the requests' own contexts are. */
+Test(read_index, old_round_ack_does_not_confirm_newer_request) {
+    struct tnode t;
+    tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
+    tn_elect(&t, 3);
+    uint64_t term = tn_status(&t).term;
+    tn_step(&t, (struct br_raft_msg){
+                    .type = BR_RAFT_MSG_APPEND_RESP, .from = 2, .term = term, .index = 2});
+    cr_assert_eq(br_raft_read_index(t.r, 9, NULL), 0);
+    tn_ready(&t);
+    const struct tmsg *hb = tn_find(&t, BR_RAFT_MSG_HEARTBEAT, 2);
+    cr_assert_not_null(hb);
+    uint64_t first = hb->ctx;
+    tn_step(&t, (struct br_raft_msg){
+                    .type = BR_RAFT_MSG_HEARTBEAT_RESP, .from = 2, .term = term, .ctx = first});
+    cr_assert_eq(t.n_reads, 1, "the first request is confirmed");
+    /* the same context again, from a new request */
+    cr_assert_eq(br_raft_read_index(t.r, 9, NULL), 0);
+    tn_ready(&t);
+    hb = tn_find(&t, BR_RAFT_MSG_HEARTBEAT, 2);
+    cr_assert_not_null(hb);
+    cr_assert_neq(hb->ctx, first, "a new round id");
+    tn_step(&t, (struct br_raft_msg){
+                    .type = BR_RAFT_MSG_HEARTBEAT_RESP, .from = 3, .term = term, .ctx = first});
+    cr_assert_eq(t.n_reads, 0, "a duplicate ack of the old round confirms nothing");
+    tn_free(&t);
+}
+
+/* Thesis §6.4: a follower asks the leader for the read index and serves
+ * the read itself once it has applied that far. */
+Test(read_index, follower_forwards_to_leader) {
     struct sim *s = mk(3, false, false);
     elect(s, 1);
+    uint64_t idx;
+    cr_assert_eq(sim_propose(s, 1, &idx), 0);
+    sim_deliver_all(s, 100000);
     uint64_t leader = 0;
-    cr_assert_eq(br_raft_read_index(sim_raft(s, 2), 1, &leader), BR_ENOTLEADER);
+    cr_assert_eq(br_raft_read_index(sim_raft(s, 2), 41, &leader), 0);
     cr_assert_eq(leader, 1);
+    sim_tick(s, 2); /* hands the READ_INDEX over */
+    cr_assert_eq(sim_reads_done(s, 2), 0, "not before the leader's round");
+    sim_deliver_all(s, 100000);
+    cr_assert_eq(sim_reads_done(s, 2), 1);
+    cr_assert_eq(sim_reads_done(s, 1), 0, "the leader answers, it does not read");
+    cr_assert_geq(sim_last_read_index(s, 2), idx);
+    ok(s);
     sim_free(s);
+}
+
+/* A follower cut off with a deposed leader gets no read point from it. */
+Test(read_index, follower_of_deposed_leader_gets_no_answer) {
+    struct sim *s = mk(5, false, false);
+    elect(s, 1);
+    for (int a = 1; a <= 2; a++)
+        for (int b = 3; b <= 5; b++) {
+            sim_cut(s, a, b);
+            sim_cut(s, b, a);
+        }
+    elect(s, 3);
+    cr_assert_eq(br_raft_read_index(sim_raft(s, 2), 7, NULL), 0, "2 still follows 1");
+    for (int i = 0; i < 5; i++) {
+        sim_tick(s, 2);
+        sim_tick(s, 1);
+        sim_deliver_all(s, 100000);
+    }
+    cr_assert_eq(sim_reads_done(s, 2), 0);
+    ok(s);
+    sim_free(s);
+}
+
+Test(read_index, no_leader_refuses) {
+    struct tnode t;
+    tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
+    uint64_t leader = 9;
+    cr_assert_eq(br_raft_read_index(t.r, 1, &leader), BR_ENOTLEADER);
+    cr_assert_eq(leader, 0);
+    tn_free(&t);
 }
 
 /* ================================================================ §3.10 leadership transfer */
