@@ -179,8 +179,7 @@ Test(codec, wrong_version_refused) {
 /* The forwarded ReadIndex pair round-trips; a type past the last is refused. */
 Test(codec, read_index_messages_round_trip) {
     for (uint32_t t = BR_RAFT_MSG_READ_INDEX; t <= BR_RAFT_MSG_READ_INDEX_RESP; t++) {
-        struct br_raft_msg m = {.type = t, .from = 2, .to = 1, .term = 3, .ctx = 77, .index = 9},
-                           d;
+        struct br_raft_msg m = {.type = t, .from = 2, .to = 1, .term = 3, .ctx = 77, .index = 9}, d;
         uint8_t *buf;
         long n = enc(&m, &buf);
         cr_assert_eq(br_raft_decode(buf, (size_t)n, &d), n);
