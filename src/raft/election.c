@@ -116,6 +116,8 @@ void rf_hup(br_raft *r, bool transfer) {
 
 void rf_tick_election(br_raft *r) {
     r->election_elapsed++;
+    if (r->timeout_now_ticks > 0)
+        r->timeout_now_ticks--;
     if ((r->self_voter || r->removed_hold) && r->election_elapsed >= r->randomized_timeout) {
         r->election_elapsed = 0;
         rf_hup(r, false);

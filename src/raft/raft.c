@@ -193,6 +193,7 @@ static void reset(br_raft *r, uint64_t term) {
     r->lead_transferee = BR_RAFT_NONE;
     r->bcast_pending = false;
     r->pending_conf = 0;
+    r->timeout_now_ticks = 0;
     uint64_t last = rf_log_last_index(&r->log);
     for (uint32_t i = 0; i < r->n_prs; i++) {
         rf_pr_reset(&r->prs[i], last + 1, r->max_inflight);
@@ -442,7 +443,16 @@ static void step_follower(br_raft *r, const struct br_raft_msg *m) {
         /* Thesis §3.10: the target of a transfer starts an election at
          * once, even though it hears from a leader. */
         rf_logf(r, BR_RAFT_LOG_INFO, "TIMEOUT_NOW from %llu", (unsigned long long)m->from);
-        rf_hup(r, true);
+        if (rf_conf_pending_unapplied(r)) {
+            /* Typically the leader removed itself and told us at once; we
+             * learn of the commit with this very message. Campaigning on
+             * the old configuration is not allowed, so wait for the
+             * apply instead of letting the transfer time out. */
+            rf_logf(r, BR_RAFT_LOG_INFO, "campaigning once the configuration change is applied");
+            r->timeout_now_ticks = r->election_tick;
+        } else {
+            rf_hup(r, true);
+        }
         break;
     case BR_RAFT_MSG_READ_INDEX_RESP:
         rf_read_answer(r, m);
@@ -675,6 +685,10 @@ void br_raft_advance(br_raft *r) {
     }
     if (had_unstable)
         rf_self_persisted(r);
+    if (r->timeout_now_ticks > 0 && r->role == BR_RAFT_FOLLOWER && !rf_conf_pending_unapplied(r)) {
+        r->timeout_now_ticks = 0;
+        rf_hup(r, true);
+    }
 }
 
 /* ---------------------------------------------------------------- queries */

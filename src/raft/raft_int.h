@@ -162,6 +162,9 @@ struct br_raft {
     struct rf_read_req *reads;
     size_t n_reads, cap_reads;
     uint64_t read_rounds; /* the last round id handed out */
+    /* A TIMEOUT_NOW that came while a committed configuration change was
+     * not applied yet: campaign once it is (within this many ticks). */
+    uint32_t timeout_now_ticks;
 
     /* output gathered for the next Ready */
     struct rf_arena arena;

@@ -1093,6 +1093,52 @@ Test(membership, remove_leader) {
     sim_free(s);
 }
 
+/* The leader removes itself and hands over at once; the target learns of
+ * the commit with the TIMEOUT_NOW and must not wait an election timeout
+ * (it campaigns once it has applied the change). */
+Test(membership, remove_leader_hands_over_without_timeout) {
+    struct sim *s = mk(3, false, false);
+    elect(s, 1);
+    sim_tick_all(s, 2);
+    struct br_raft_conf_change cc = {.type = BR_RAFT_CC_REMOVE, .node_id = 1};
+    cr_assert_eq(br_raft_propose_conf_change(sim_raft(s, 1), &cc, NULL, 0, NULL, NULL), 0);
+    sim_tick(s, 1);             /* hands the Ready over; the followers never tick, */
+    sim_deliver_all(s, 100000); /* so no election timeout can fire */
+    int l = sim_leader(s);
+    cr_assert(l == 2 || l == 3, "a new leader without any tick (leader %d)", l);
+    ok(s);
+    sim_free(s);
+}
+
+/* In a real node the commit of the leader's removal and its TIMEOUT_NOW
+ * often arrive together, before the follower has applied the change: it
+ * must campaign as soon as it has, not let the transfer time out. */
+Test(membership, timeout_now_with_the_removal_unapplied) {
+    struct tnode t;
+    tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
+    uint8_t cc[12] = {BR_RAFT_CC_REMOVE, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0}; /* remove node 2 */
+    struct br_raft_entry e = {
+        .term = 1, .index = 2, .type = BR_RAFT_ENTRY_CONF_CHANGE, .len = 12, .data = cc};
+    struct br_raft_msg app = {.type = BR_RAFT_MSG_APPEND,
+                              .from = 2,
+                              .to = 1,
+                              .term = 1,
+                              .index = 1,
+                              .log_term = 1,
+                              .commit = 2,
+                              .n_entries = 1,
+                              .entries = &e};
+    cr_assert_eq(br_raft_step(t.r, &app), 0);
+    struct br_raft_msg tn = {.type = BR_RAFT_MSG_TIMEOUT_NOW, .from = 2, .to = 1, .term = 1};
+    cr_assert_eq(br_raft_step(t.r, &tn), 0); /* both before any Ready */
+    tn_ready(&t);                            /* applies the removal, then campaigns */
+    const struct tmsg *v = tn_find(&t, BR_RAFT_MSG_VOTE, 3);
+    cr_assert_not_null(v, "no election after the change was applied");
+    cr_assert(v->flags & BR_RAFT_MSG_F_TRANSFER);
+    cr_assert_null(tn_find(&t, BR_RAFT_MSG_VOTE, 2), "the removed leader is not asked");
+    tn_free(&t);
+}
+
 /* Two voters, the leader removes itself: it keeps leading without
  * counting itself, hands over to the other, which ends up alone. */
 Test(membership, two_nodes_remove_leader) {
