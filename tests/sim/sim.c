@@ -1214,6 +1214,38 @@ static int members(struct sim *s, int leader, int *ids) {
     return n;
 }
 
+/*
+ * Without pre-vote and check-quorum leases nothing stops a removed server
+ * that keeps running from deposing leaders with its elections forever
+ * (thesis §4.2.3: that is what the leases are for). An operator stops
+ * removed servers; in such schedules so does the quiet phase, for a node
+ * the leader's configuration does not have that still counts itself a
+ * voter (it never applied its removal, so it will campaign).
+ */
+static void stop_removed_candidates(struct sim *s) {
+    if (s->cfg.pre_vote || s->cfg.check_quorum)
+        return;
+    int l = sim_leader(s);
+    if (!l)
+        return;
+    int ids[BR_RAFT_MAX_MEMBERS], n_ids = members(s, l, ids);
+    for (int i = 1; i <= s->n; i++) {
+        if (!s->nodes[i].up)
+            continue;
+        bool member = false, thinks_voter = false;
+        for (int k = 0; k < n_ids; k++)
+            member |= ids[k] == i;
+        struct br_raft_conf_state own;
+        br_raft_get_conf(s->nodes[i].r, &own);
+        for (uint32_t k = 0; k < own.n_voters; k++)
+            thinks_voter |= own.voters[k] == (uint64_t)i;
+        if (!member && thinks_voter) {
+            tracef(s, "node %d was removed but would campaign: stopped", i);
+            sim_crash(s, i);
+        }
+    }
+}
+
 /* All members agree on one leader that is up and not transferring. */
 static int stable_leader(struct sim *s) {
     int l = sim_leader(s);
@@ -1307,8 +1339,10 @@ int sim_run_schedule(uint64_t seed, bool trace, char *err, size_t errlen) {
     run_until(s, s->now + 2ull * 10 * cfg.election_tick, false, 0);
     uint64_t deadline = s->now + 20ull * 10 * cfg.election_tick; /* 20 election timeouts */
     int leader = 0;
-    while (!s->failed && s->now < deadline && !(leader = stable_leader(s)))
+    while (!s->failed && s->now < deadline && !(leader = stable_leader(s))) {
         run_until(s, s->now + 10, false, 0);
+        stop_removed_candidates(s);
+    }
     if (!s->failed && !leader) {
         char buf[256] = "";
         size_t off = 0;
@@ -1327,6 +1361,7 @@ int sim_run_schedule(uint64_t seed, bool trace, char *err, size_t errlen) {
               buf);
     }
 
+    stop_removed_candidates(s);
     /* Every proposal made now commits and is applied everywhere. */
     uint64_t want[5];
     uint64_t want_term = 0;
@@ -1343,6 +1378,7 @@ int sim_run_schedule(uint64_t seed, bool trace, char *err, size_t errlen) {
     int ids[BR_RAFT_MAX_MEMBERS], n_ids = 0;
     while (!s->failed && !done && s->now < deadline) {
         run_until(s, s->now + 10, false, 0);
+        stop_removed_candidates(s);
         done = true;
         n_ids = leader ? members(s, leader, ids) : 0;
         for (int k = 0; k < n_ids; k++)
