@@ -8,7 +8,14 @@
 # unknown) must be linearizable (bitraft-lincheck); a violation fails the
 # test and the checker prints the minimal history.
 #
-# Usage: lin_cluster_test.sh BITRAFT LINCLIENT LINCHECK [TMPDIR] [SECONDS]
+# NEMESIS "members" changes membership instead of killing: every ~2 s it
+# removes a member (the leader two times in three) with `bitraft member
+# remove`, then adds it back (`member add --wait`: a learner until it has
+# caught up, then a voter), so the clients run through removals of
+# followers and leaders, re-additions and promotions; the removed node keeps
+# serving its clients meanwhile (writes redirect, reads get no read index).
+#
+# Usage: lin_cluster_test.sh BITRAFT LINCLIENT LINCHECK [TMPDIR] [SECONDS] [NEMESIS]
 #
 # Ports: random, checked free (client port and raft port = +10000), below
 # the ephemeral range. Every server is killed by PID when the script exits
@@ -21,6 +28,7 @@ CHECK=${3:?usage}
 mkdir -p "${4:-/tmp}" || exit 1
 ROOT=$(cd "${4:-/tmp}" && pwd)/lin-cluster.$$
 SECS=${5:-12}
+NEMESIS=${6:-kill}
 rm -rf "$ROOT"
 mkdir -p "$ROOT"
 
@@ -53,8 +61,27 @@ PIDS+=("$CPID")
 # restart it a second later. At most one node is down at a time, so a
 # majority is always there to serve.
 kills=0
+changes=0
 end=$((SECONDS + SECS - 2))
-while [ "$SECONDS" -lt "$end" ]; do
+member() { # ARGS...: bitraft member ARGS through any live node
+    local i out
+    for i in 1 2 3; do
+        out=$("$BIN" member "$@" --server "127.0.0.1:${P[$i]}" 2>&1) && return 0
+    done
+    echo "member $*: $out"
+    return 1
+}
+while [ "$NEMESIS" = members ] && [ "$SECONDS" -lt "$end" ]; do
+    sleep 1
+    victim=$(leader)
+    if [ -z "$victim" ] || [ $((RANDOM % 3)) -eq 0 ]; then victim=$((1 + RANDOM % 3)); fi
+    member remove "$victim" || { echo "FAIL: removing $victim"; exit 1; }
+    sleep 1
+    member add "$victim" "127.0.0.1:$((P[victim] + 10000))" "127.0.0.1:${P[$victim]}" --wait 20 ||
+        { echo "FAIL: adding $victim back"; exit 1; }
+    changes=$((changes + 2))
+done
+while [ "$NEMESIS" = kill ] && [ "$SECONDS" -lt "$end" ]; do
     sleep 2
     victim=$(leader)
     if [ -z "$victim" ] || [ $((RANDOM % 3)) -eq 0 ]; then victim=$((1 + RANDOM % 3)); fi
@@ -70,11 +97,11 @@ wait "$CPID"
 crc=$?
 cat "$ROOT/client.log"
 [ "$crc" -eq 0 ] || { echo "FAIL: the client exited $crc"; exit 1; }
-echo "nemesis: $kills kills"
+echo "nemesis: $kills kills, $changes membership changes"
 "$CHECK" --keys --max-seconds 60 "$ROOT/history"
 rc=$?
 case $rc in
-0) echo "PASS: linearizable ($kills kills)" ;;
+0) echo "PASS: linearizable ($kills kills, $changes membership changes)" ;;
 1) echo "FAIL: not linearizable (minimal history above)" ;;
 3) echo "FAIL: the checker could not decide within its budget" ;;
 *) echo "FAIL: checker exit $rc" ;;

@@ -38,3 +38,10 @@ add_test(NAME lin_cluster
                  $<TARGET_FILE:bitraft> $<TARGET_FILE:bitraft-linclient>
                  $<TARGET_FILE:bitraft-lincheck> ${CMAKE_BINARY_DIR}/test-tmp 12)
 set_tests_properties(lin_cluster PROPERTIES TIMEOUT 240)
+# The same under membership changes: members removed (often the leader) and
+# added back while the clients run.
+add_test(NAME lin_membership
+         COMMAND ${BR_LIN_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/lin_cluster_test.sh
+                 $<TARGET_FILE:bitraft> $<TARGET_FILE:bitraft-linclient>
+                 $<TARGET_FILE:bitraft-lincheck> ${CMAKE_BINARY_DIR}/test-tmp 12 members)
+set_tests_properties(lin_membership PROPERTIES TIMEOUT 240)
