@@ -41,6 +41,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "br_io.h"
 #include "node_int.h"
 
 #define CTX_VERSION   1
@@ -174,20 +175,6 @@ static int take_slot(br_node *n, int s, uint64_t id, const char *host, uint16_t 
 
 /* ------------------------------------------------------------ MEMBERS */
 
-static int write_all(int fd, const char *p, size_t len) {
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 int nd_members_save(br_node *n, const char *dir) {
     const char *d = dir ? dir : n->dir;
     char path[PATH_MAX], tmp[PATH_MAX + 8];
@@ -211,7 +198,7 @@ int nd_members_save(br_node *n, const char *dir) {
     if (fd < 0)
         rc = -errno;
     if (rc == 0)
-        rc = write_all(fd, buf, len);
+        rc = br_write_all(fd, buf, len);
     if (rc == 0 && fsync(fd) != 0)
         rc = -errno;
     if (fd >= 0)

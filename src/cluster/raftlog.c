@@ -100,6 +100,7 @@
  * and synced before anything new is written, so no stale record can ever
  * follow the end of the log.
  */
+#include "br_io.h"
 #include "raftlog.h"
 
 #include <dirent.h>
@@ -427,23 +428,6 @@ static void seg_free(struct seg *s) {
     free(s);
 }
 
-static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off) {
-    while (len > 0) {
-        ssize_t w = pwrite(fd, p, len, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EIO;
-        p += w;
-        len -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
 /* Reserves the blocks of [0, len): later pwrites within them change no
  * file size, so an fdatasync after them commits data only. Falls back to a
  * size change where the file system cannot preallocate. */
@@ -466,7 +450,7 @@ static int zero_range(int fd, uint64_t off, uint64_t len) {
     static const uint8_t zeros[4096];
     while (len > 0) {
         size_t k = len < sizeof zeros ? (size_t)len : sizeof zeros;
-        int rc = pwrite_all(fd, zeros, k, off);
+        int rc = br_pwrite_all(fd, zeros, k, off);
         if (rc)
             return rc;
         off += k;
@@ -676,7 +660,7 @@ static int seg_create(br_raftlog *log, uint64_t first, uint64_t prev_term, uint3
         rc = -errno;
         goto fail;
     }
-    if ((rc = preallocate(s->fd, cap)) != 0 || (rc = pwrite_all(s->fd, init, len, 0)) != 0)
+    if ((rc = preallocate(s->fd, cap)) != 0 || (rc = br_pwrite_all(s->fd, init, len, 0)) != 0)
         goto fail;
     /* Never replace an existing segment, whatever happens. */
     if (br_raftlog_fsync(s->fd, 1) != 0 || rename_noreplace(log->dirfd, tmp, s->name) != 0) {
@@ -736,7 +720,7 @@ static int flush(br_raftlog *log) {
     if (log->buflen == 0)
         return 0;
     struct seg *s = newest(log);
-    int rc = pwrite_all(s->fd, log->buf, log->buflen, s->size);
+    int rc = br_pwrite_all(s->fd, log->buf, log->buflen, s->size);
     if (rc)
         return set_broken(log, rc);
     s->size += log->buflen;

@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "br_io.h"
 #include "engine/hint.h"
 #include "engine/internal.h"
 
@@ -197,23 +198,8 @@ static int pace(merge *m) {
 
 /* ---- Writing the output --------------------------------------------------------- */
 
-static int write_at(int fd, const uint8_t *p, size_t len, uint64_t off) {
-    while (len) {
-        ssize_t w = pwrite(fd, p, len, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        len -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
 static int flush(merge *m) {
-    int rc = write_at(m->fd, m->buf, m->buf_used, m->buf_at);
+    int rc = br_pwrite_all(m->fd, m->buf, m->buf_used, m->buf_at);
     m->io += m->buf_used;
     m->buf_at += m->buf_used;
     m->buf_used = 0;
@@ -228,7 +214,7 @@ static int emit(merge *m, const uint8_t *p, size_t len) {
             return rc;
     }
     if (len > MERGE_BUF) {
-        int rc = write_at(m->fd, p, len, m->buf_at);
+        int rc = br_pwrite_all(m->fd, p, len, m->buf_at);
         m->io += len;
         m->buf_at += len;
         return rc;
@@ -374,12 +360,12 @@ static int commit_output(merge *m) {
     br_put32(list + llen - 4, br_checksum(list, llen - 4));
     m->list_bytes = llen;
     hook(BR_COMPACT_STEP_COPIED);
-    rc = write_at(m->fd, list, llen, list_off);
+    rc = br_pwrite_all(m->fd, list, llen, list_off);
     free(list);
     uint8_t hdr[BR_FILE_HEADER_SIZE];
     br_file_header_encode(hdr, m->id, BR_FILE_MERGED, list_off);
     if (rc == 0)
-        rc = write_at(m->fd, hdr, sizeof hdr, 0);
+        rc = br_pwrite_all(m->fd, hdr, sizeof hdr, 0);
     if (rc == 0 && fdatasync(m->fd) != 0)
         rc = -errno;
     if (rc)

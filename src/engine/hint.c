@@ -1,4 +1,5 @@
 /* hint.c - writing and reading hint files (format in hint.h). */
+#include "br_io.h"
 #include "engine/hint.h"
 
 #include <errno.h>
@@ -36,20 +37,6 @@ static int obuf_reserve(obuf *b, size_t more) {
         return BR_ENOMEM;
     b->p = np;
     b->cap = cap;
-    return 0;
-}
-
-static int write_all(int fd, const uint8_t *p, size_t len) {
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
     return 0;
 }
 
@@ -156,7 +143,7 @@ int br_hint_write(int dirfd, const br_datafile *f) {
         rc = -errno;
         goto out;
     }
-    if ((rc = write_all(fd, b.p, b.len)) == 0 && fdatasync(fd) != 0)
+    if ((rc = br_write_all(fd, b.p, b.len)) == 0 && fdatasync(fd) != 0)
         rc = -errno;
     close(fd);
     if (rc == 0 && (renameat(dirfd, tmp, dirfd, name) != 0 || fsync(dirfd) != 0))

@@ -22,37 +22,9 @@
 # exit (trap); every wait bounded. About 15 s.
 set -u
 
-BIN=${1:?usage: cluster_member_test.sh BITRAFT TMPDIR}
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-mkdir -p "${2:-/tmp}" || exit 1
-ROOT=$(cd "${2:-/tmp}" && pwd)/cluster-member.$$
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
-FAILS=0
-CHECKS=0
-check() {
-    local d=$1
-    shift
-    CHECKS=$((CHECKS + 1))
-    if ! "$@"; then
-        FAILS=$((FAILS + 1))
-        echo "FAIL: $d"
-    fi
-}
-
 # shellcheck source=../lib/cluster.sh
 . "$(dirname "$0")/../lib/cluster.sh"
+test_setup cluster-member "${1:?usage: cluster_member_test.sh BITRAFT TMPDIR}" "${2:-/tmp}"
 cluster_ports 4 || exit 1
 PEERS4=$PEERS
 PEERS=${PEERS4%,4=*} # the first three: the cluster as it starts

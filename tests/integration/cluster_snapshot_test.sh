@@ -16,37 +16,9 @@
 # exit (trap); every wait bounded. About 10 s.
 set -u
 
-BIN=${1:?usage: cluster_snapshot_test.sh BITRAFT TMPDIR}
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-mkdir -p "${2:-/tmp}" || exit 1
-ROOT=$(cd "${2:-/tmp}" && pwd)/cluster-snap.$$
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
-FAILS=0
-CHECKS=0
-check() {
-    local d=$1
-    shift
-    CHECKS=$((CHECKS + 1))
-    if ! "$@"; then
-        FAILS=$((FAILS + 1))
-        echo "FAIL: $d"
-    fi
-}
-
 # shellcheck source=../lib/cluster.sh
 . "$(dirname "$0")/../lib/cluster.sh"
+test_setup cluster-snap "${1:?usage: cluster_snapshot_test.sh BITRAFT TMPDIR}" "${2:-/tmp}"
 cluster_ports 3 || exit 1
 FLAGS=(--snapshot-every 50 --snapshot-keep 10 --max-file-size 16K)
 field() { # I NAME: a number from node I's /status raft section

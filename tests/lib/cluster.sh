@@ -1,8 +1,13 @@
 # cluster.sh - helpers for tests that run real `bitraft serve` clusters on
 # 127.0.0.1; sourced by bash test scripts. Needs BIN (the bitraft binary)
 # and ROOT (a scratch directory) set, and the caller's PIDS array, which
-# its EXIT trap kills by PID.
+# its EXIT trap kills by PID (test_setup does all three).
 #
+#   test_setup NAME BIN TMPDIR
+#                           BIN made absolute, ROOT=TMPDIR/NAME.PID (fresh),
+#                           PIDS=(), an EXIT trap that kills them and
+#                           removes ROOT; check DESC CMD... counts CHECKS
+#                           and FAILS and prints "FAIL: DESC"
 #   cluster_ports N         sets P[1..N] to random free ports (each with its
 #                           raft port, +10000, free too), below the
 #                           ephemeral range; PEERS to the --peers list
@@ -14,6 +19,36 @@
 #   wait_leader [SECONDS]   sets L to one (default 10 s); 1 on timeout
 #   stale I KEY             member I's local value of KEY
 #   wait_stale I KEY VALUE  until member I's local KEY is VALUE (10 s)
+
+test_setup() {
+    BIN=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+    mkdir -p "${3:-/tmp}" || exit 1
+    ROOT=$(cd "${3:-/tmp}" && pwd)/$1.$$
+    rm -rf "$ROOT"
+    mkdir -p "$ROOT"
+    PIDS=()
+    FAILS=0
+    CHECKS=0
+    trap test_cleanup EXIT
+}
+
+test_cleanup() {
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null
+    done
+    wait 2>/dev/null
+    rm -rf "$ROOT"
+}
+
+check() {
+    local d=$1
+    shift
+    CHECKS=$((CHECKS + 1))
+    if ! "$@"; then
+        FAILS=$((FAILS + 1))
+        echo "FAIL: $d"
+    fi
+}
 
 listening() { [ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]; }
 
