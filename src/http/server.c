@@ -976,6 +976,9 @@ static enum MHD_Result reply_member_change(req *r, int rc) {
                              "promoted automatically once it has",
                              id);
         return reply_err(r, 409, "node %llu is the last voter; it cannot be removed", id);
+    case BR_SERVICE_EUNKNOWN:
+        return reply_unknown(r, "outcome unknown: leadership moved while the change was pending; "
+                                "it may or may not have been applied (GET /admin/members)\n");
     case -EBUSY: {
         static const char msg[] = "another membership change is being applied; retry shortly\n";
         struct MHD_Response *resp =
