@@ -146,7 +146,9 @@ typedef struct br_service_peer {
 /* The replicated node's figures (zero in standalone mode). */
 typedef struct br_service_raft_stats {
     uint64_t id;
-    const char *role; /* "follower", "pre-candidate", "candidate", "leader"; static */
+    const char *role;       /* "follower", "pre-candidate", "candidate", "leader"; static */
+    const char *membership; /* this node in the configuration: "voter", "learner" or
+                               "none" (removed, or waiting to be added); static */
     int is_leader;
     uint64_t term;
     uint64_t leader;       /* 0 if unknown */

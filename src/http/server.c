@@ -715,10 +715,10 @@ static char *raft_json(const br_service_stats *st) {
     br_buf b = {0};
     char line[512];
     snprintf(line, sizeof line,
-             ",\"raft\":{\"id\":%llu,\"role\":\"%s\",\"term\":%llu,\"leader\":%llu,"
-             "\"leader_addr\":\"",
-             (unsigned long long)rs->id, rs->role, (unsigned long long)rs->term,
-             (unsigned long long)rs->leader);
+             ",\"raft\":{\"id\":%llu,\"role\":\"%s\",\"membership\":\"%s\",\"term\":%llu,"
+             "\"leader\":%llu,\"leader_addr\":\"",
+             (unsigned long long)rs->id, rs->role, rs->membership ? rs->membership : "none",
+             (unsigned long long)rs->term, (unsigned long long)rs->leader);
     int err = br_buf_adds(&b, line);
     for (const char *p = rs->leader_addr; *p && !err; p++)
         if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)

@@ -491,6 +491,8 @@ static const char *role_name(int role) {
     }
 }
 
+static size_t rp_members(br_service *bs, br_service_member_info *out, size_t cap);
+
 static void rp_stats(br_service *bs, br_service_stats *st) {
     repl *r = (repl *)bs;
     memset(st, 0, sizeof *st);
@@ -526,6 +528,12 @@ static void rp_stats(br_service *bs, br_service_stats *st) {
         rs->peers[i].connected = ns.peers[i].connected;
         rs->peers[i].snapshotting = ns.peers[i].snapshotting;
     }
+    br_service_member_info ms[BR_RAFT_MAX_MEMBERS];
+    size_t nm = rp_members(bs, ms, BR_RAFT_MAX_MEMBERS);
+    rs->membership = "none";
+    for (size_t i = 0; i < nm && i < BR_RAFT_MAX_MEMBERS; i++)
+        if (ms[i].id == ns.id)
+            rs->membership = ms[i].role;
     rs->proposals = ns.proposals;
     rs->syncs = ns.syncs;
     rs->snapshots_sent = ns.snapshots_sent;

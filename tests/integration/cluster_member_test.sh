@@ -34,6 +34,13 @@ members() { "$BIN" member list --server "127.0.0.1:${P[$1]}"; }
 role_of() { # I ID: ID's role as node I knows it
     members "$1" | grep -o "{\"id\":$2,\"role\":\"[a-z]*\"" | sed 's/.*"role":"\([a-z]*\)"/\1/'
 }
+wait_until_grep() { # PATTERN I: node I's /status matches within 5 s
+    for _ in $(seq 1 50); do
+        node_status "$2" | grep -q "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
 put() { curl -s -o /dev/null -w '%{http_code}' -L -X PUT --data-binary "$3" "$(url "$1")/kv/$2"; }
 
 for i in 1 2 3; do start_node "$i" "${FLAGS[@]}" || exit 1; done
@@ -52,6 +59,7 @@ PEERS=$PEERS4
 start_node 4 "${FLAGS[@]}" --node-id 4 --join || exit 1
 check "a joining node does not bootstrap" grep -q "waiting to be added" "$ROOT/n4.log"
 check "a joining node has no leader" [ "$(put 4 x y)" = 503 ]
+check "a joining node's /status: membership none" grep -q '"membership":"none"' <<<"$(node_status 4)"
 F=$((L % 3 + 1)) # a follower, asked so that the request is redirected
 out=$("$BIN" member add 4 "127.0.0.1:$((P[4] + 10000))" "127.0.0.1:${P[4]}" \
     --server "127.0.0.1:${P[$F]}" --wait 20)
@@ -59,6 +67,7 @@ rc=$?
 check "member add --wait exits 0 (rc $rc)" [ "$rc" = 0 ]
 check "member add prints node 4 as a voter" grep -q '{"id":4,"role":"voter"' <<<"$out"
 check "the new member caught up by snapshot" grep -q "installed snapshot" "$ROOT/n4.log"
+check "its /status: membership voter" grep -q '"membership":"voter"' <<<"$(node_status 4)"
 check "the new member holds the old keys" wait_stale 4 k0 v0
 check "... all of them" wait_stale 4 k199 v199
 check "a write after the change reaches it" [ "$(put "$L" after-add yes)" = 204 ]
@@ -89,6 +98,7 @@ R=$F
 "$BIN" member remove "$R" --server "127.0.0.1:${P[$L]}" >/dev/null
 check "member remove of follower $R exits 0" [ $? = 0 ]
 check "follower $R is no longer a member" [ "$(role_of "$L" "$R")" = none ]
+check "... and says so in /status" wait_until_grep '"membership":"none"' "$R"
 check "the cluster commits without it" [ "$(put "$L" after-remove yes)" = 204 ]
 kill9 "$R"
 
