@@ -121,9 +121,7 @@ typedef struct req {
     int nops;
     int inline_write; /* the service completes writes before returning */
     atomic_int rc;    /* the completion's result */
-    /* An asynchronous read's result (set before the connection resumes). */
-    void *val;
-    size_t vlen;
+    /* An asynchronous range's result (set before the connection resumes). */
     br_service_iter *it;
     int ndjson;          /* a range's format */
     const char *rs, *re; /* a range's bounds while it is submitted (the service copies them) */
@@ -413,7 +411,7 @@ static int submit_batch(req *r) {
     return br_service_write(r->h->svc, r->batch, write_done, r);
 }
 
-static enum MHD_Result reply_get(req *r, int rc, void *val, size_t vlen);
+static enum MHD_Result finish_get(req *r, int rc);
 static enum MHD_Result reply_range(req *r, int rc, br_service_iter *it);
 
 /* The call after a suspended request's completion resumed the connection. */
@@ -422,11 +420,8 @@ static enum MHD_Result finish(req *r) {
     r->phase = P_DONE;
     int rc = atomic_load_explicit(&r->rc, memory_order_acquire);
     switch (r->pend) {
-    case PEND_GET: {
-        void *v = r->val;
-        r->val = NULL;
-        return reply_get(r, rc, v, r->vlen);
-    }
+    case PEND_GET:
+        return finish_get(r, rc);
     case PEND_RANGE: {
         br_service_iter *it = r->it;
         r->it = NULL;
@@ -464,7 +459,9 @@ static enum MHD_Result reply_write(req *r) {
  * Reads complete inline (standalone, or a stale read) or, when the service
  * needs a read barrier first (a linearizable read in cluster mode), with
  * the connection suspended like a write: the completion stores the result
- * in the request and resumes it.
+ * in the request and resumes it. A get waits for the barrier alone
+ * (br_service_read_barrier) and reads the store after the resume, on this
+ * thread; a range gets its iterator with the completion.
  */
 
 static enum MHD_Result reply_get(req *r, int rc, void *val, size_t vlen) {
@@ -486,16 +483,29 @@ static void get_done(void *ctx, int rc, void *val, size_t vlen) {
     g->rc = rc, g->val = val, g->vlen = vlen;
 }
 
-static void get_async_done(void *ctx, int rc, void *val, size_t vlen) {
+/* A linearizable get that must wait (cluster mode) waits only for the read
+ * barrier with the connection suspended; the store is read here, on the
+ * HTTP thread, once the barrier has passed (finish_get), so the node's
+ * thread does nothing per get but wake the connection. */
+static void barrier_done(void *ctx, int rc) {
     req *r = ctx;
-    r->val = val;
-    r->vlen = vlen;
     atomic_store_explicit(&r->rc, rc, memory_order_release);
     MHD_resume_connection(r->conn);
 }
 
 static int submit_get(req *r) {
-    return br_service_get(r->h->svc, r->key, r->klen, r->rflags, get_async_done, r);
+    return br_service_read_barrier(r->h->svc, barrier_done, r);
+}
+
+/* Reads r->key after its barrier (rc 0) and replies. */
+static enum MHD_Result finish_get(req *r, int rc) {
+    get_result g = {0};
+    if (rc == 0) {
+        rc = br_service_get(r->h->svc, r->key, r->klen, BR_SERVICE_STALE, get_done, &g);
+        if (rc == 0)
+            rc = g.rc;
+    }
+    return reply_get(r, rc, g.val, g.vlen);
 }
 
 static enum MHD_Result do_get(req *r, const char *key, size_t klen) {
@@ -1205,7 +1215,6 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
     br_service_batch_free(r->batch);
     br_service_iter_free(r->it);
-    free(r->val);
     free(r->key);
     free(r->body.p);
     free(r);
