@@ -227,6 +227,20 @@ void br_service_leader(br_service *s, uint64_t *self, uint64_t *leader, char *ad
 int br_service_get(br_service *s, const void *key, size_t klen, unsigned flags,
                    br_service_get_fn cb, void *ctx);
 
+/*
+ * A read barrier: cb(ctx, 0) once a read of this node's store started from
+ * then on, with BR_SERVICE_STALE, is linearizable (it sees every write
+ * acknowledged before this call; replicated: a ReadIndex round on the
+ * leader, asked for by this node if it follows, then the local store has
+ * applied the read index). Errors as for
+ * a linearizable get (BR_ENOTLEADER, -ETIMEDOUT, BR_ECLOSED). Lets a front
+ * end wait for consensus on one thread and read the store on its own
+ * (br_service_get(..., BR_SERVICE_STALE, ...) after cb(ctx, 0) is what a
+ * linearizable get does, without the store read on the node's thread).
+ * Standalone: calls back 0 before returning.
+ */
+int br_service_read_barrier(br_service *s, br_service_done_fn cb, void *ctx);
+
 int br_service_put(br_service *s, const void *key, size_t klen, const void *val, size_t vlen,
                    br_service_done_fn cb, void *ctx);
 

@@ -68,6 +68,8 @@ static void serve_usage(FILE *to) {
             "  --threads N          HTTP threads (default: the number of cores)\n"
             "  --write-threads N    threads running writes (default 32)\n"
             "  --connections N      open connections at most (default 1024)\n"
+            "  --conn-memory N      memory per connection for the request line and headers\n"
+            "                       (default 16K; bounds a key given in the URL)\n"
             "  --timeout S          idle connection timeout in seconds (default 60)\n"
             "  --log-level L        error, warn, info (default) or debug (one line per request)\n"
             "  --compact-dead-pct N merge closed data files at least N%% dead in the background\n"
@@ -477,6 +479,10 @@ static int parse_serve(int argc, char **argv, serve_args *a) {
             if (parse_size(v, &n) || n < 1 || n > 65536)
                 return bad(f, v, "1..65536");
             a->http.conn_limit = (unsigned)n;
+        } else if (strcmp(name, "conn-memory") == 0) {
+            if (parse_size(v, &n) || n < 4096 || n > (1ULL << 20))
+                return bad(f, v, "a size from 4K to 1M");
+            a->http.conn_memory = (size_t)n;
         } else if (strcmp(name, "timeout") == 0) {
             if (parse_size(v, &n) || n < 1 || n > 86400)
                 return bad(f, v, "1..86400 seconds");

@@ -443,7 +443,36 @@ static void shutdown_loop(br_node *n) {
     n->tr = NULL;
 }
 
-static void handle_req(br_node *n, struct nd_req *r) {
+/* The reads one drain of the queue adds share one ReadIndex request (one
+ * heartbeat round): `first` is the first of them in n->reads, `id` their
+ * shared id (0: none yet). */
+struct read_batch {
+    size_t first;
+    uint64_t id;
+};
+
+/* Asks the core for the batch's read index; fails its reads if it cannot. */
+static void submit_reads(br_node *n, struct read_batch *b) {
+    uint64_t id = b->id;
+    b->id = 0;
+    if (id == 0 || b->first >= n->n_reads)
+        return;
+    uint64_t leader = 0;
+    int rc = br_raft_read_index(n->raft, id, &leader);
+    if (rc == 0) {
+        /* a follower forwarded it to `leader`: the answer comes from there */
+        for (size_t i = b->first; i < n->n_reads; i++)
+            n->reads[i].leader = leader;
+        return;
+    }
+    size_t end = n->n_reads;
+    n->n_reads = b->first;
+    /* Callbacks may add reads (through the queue only): safe. */
+    for (size_t i = b->first; i < end; i++)
+        n->reads[i].cb(n->reads[i].ctx, rc);
+}
+
+static void handle_req(br_node *n, struct nd_req *r, struct read_batch *rb) {
     int fatal = atomic_load(&n->fatal);
     if (fatal) {
         if (r->cb)
@@ -476,15 +505,12 @@ static void handle_req(br_node *n, struct nd_req *r) {
             n->reads = nr;
             n->reads_cap = cap;
         }
-        uint64_t id = ++n->next_read_id, leader = 0;
-        int rc = br_raft_read_index(n->raft, id, &leader);
-        if (rc < 0) {
-            r->cb(r->ctx, rc);
-            return;
+        if (rb->id == 0) {
+            rb->id = ++n->next_read_id;
+            rb->first = n->n_reads;
         }
         n->reads[n->n_reads++] = (struct nd_read){
-            .id = id,
-            .leader = leader,
+            .id = rb->id,
             .deadline = n->ticks + 4u * n->cfg.election_ticks + 10,
             .cb = r->cb,
             .ctx = r->ctx,
@@ -498,13 +524,17 @@ static void on_async(uv_async_t *h) {
         return;
     bool closing;
     struct nd_req *r = take_queue(n, &closing);
+    struct read_batch rb = {0, 0};
     while (r) {
         struct nd_req *next = r->next;
-        handle_req(n, r);
+        if (r->kind == ND_REQ_CAMPAIGN)
+            submit_reads(n, &rb); /* in order: the reads before it first */
+        handle_req(n, r, &rb);
         free(r->data);
         free(r);
         r = next;
     }
+    submit_reads(n, &rb);
     if (closing)
         shutdown_loop(n);
     /* the Ready is handled by the check handle after this poll phase */

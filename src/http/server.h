@@ -24,6 +24,8 @@ typedef struct br_http_options {
     unsigned conn_limit;   /* open connections at most (default 1024) */
     unsigned timeout_s;    /* idle connection timeout (default 60) */
     size_t max_key_size;   /* longest key accepted (default 64 KiB) */
+    size_t conn_memory;    /* per-connection memory for the request line and headers
+                              (default 16 KiB): bounds a key given in the URL */
     size_t max_value_size; /* largest PUT body (default 64 MiB) */
     size_t max_batch_size; /* largest batch body (default 64 MiB) */
     int verbose;           /* nonzero: one log line per request */

@@ -11,7 +11,10 @@
  * Reads: a linearizable get or range first waits for br_node_read_index
  * (one heartbeat round, shared by the reads waiting at the same time);
  * its callback, on the node thread, then reads the engine (one index
- * lookup and one pread for a get; a range only makes its iterator). On a
+ * lookup and one pread for a get; a range only makes its iterator).
+ * br_service_read_barrier hands the read index callback to the caller
+ * instead, which then reads with BR_SERVICE_STALE on its own thread (the
+ * HTTP server's gets do: the node thread only wakes the connection). On a
  * follower the node asks the leader for the read index and the read is
  * served from the follower's engine once it has applied that far; a node
  * that knows no leader refuses with BR_ENOTLEADER (the front end answers
@@ -249,6 +252,18 @@ static int rp_get(br_service *bs, const void *key, size_t klen, unsigned flags,
     }
     if (rc)
         op_free(o);
+    return rc;
+}
+
+/* The node's read index callback goes straight to the caller's: no state
+ * of our own, and the caller reads the store on its own thread. */
+static int rp_read_barrier(br_service *bs, br_service_done_fn cb, void *ctx) {
+    repl *r = (repl *)bs;
+    int rc = enter(r);
+    if (rc == 0) {
+        rc = br_node_read_index(r->node, cb, ctx);
+        leave(r);
+    }
     return rc;
 }
 
@@ -723,6 +738,7 @@ static const br_service_ops repl_ops = {
     .writes_inline = rp_writes_inline,
     .leader = rp_leader,
     .get = rp_get,
+    .read_barrier = rp_read_barrier,
     .put = rp_put,
     .del = rp_delete,
     .batch_new = rp_batch_new,

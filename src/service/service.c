@@ -45,6 +45,10 @@ int br_service_get(br_service *s, const void *key, size_t klen, unsigned flags,
     return s->ops->get(s, key, klen, flags, cb, ctx);
 }
 
+int br_service_read_barrier(br_service *s, br_service_done_fn cb, void *ctx) {
+    return s->ops->read_barrier(s, cb, ctx);
+}
+
 int br_service_put(br_service *s, const void *key, size_t klen, const void *val, size_t vlen,
                    br_service_done_fn cb, void *ctx) {
     return s->ops->put(s, key, klen, val, vlen, cb, ctx);

@@ -17,6 +17,7 @@ typedef struct br_service_ops {
     void (*leader)(br_service *s, uint64_t *self, uint64_t *leader, char *addr, size_t addrlen);
     int (*get)(br_service *s, const void *key, size_t klen, unsigned flags, br_service_get_fn cb,
                void *ctx);
+    int (*read_barrier)(br_service *s, br_service_done_fn cb, void *ctx);
     int (*put)(br_service *s, const void *key, size_t klen, const void *val, size_t vlen,
                br_service_done_fn cb, void *ctx);
     int (*del)(br_service *s, const void *key, size_t klen, br_service_done_fn cb, void *ctx);

@@ -113,6 +113,10 @@ Test(service, writes_complete_on_pool_threads_and_reads_inline, .init = setup, .
     got g2 = {0};
     br_service_get(s, "k", 1, 0, on_get, &g2);
     cr_assert(g2.called && g2.rc == BR_ENOTFOUND && g2.val == NULL);
+    /* One store: the read barrier passes at once, on the caller. */
+    waiter rb = WAITER;
+    cr_assert_eq(br_service_read_barrier(s, on_done, &rb), 0);
+    cr_assert(rb.done && rb.rc == 0, "the barrier did not pass inline");
     cr_assert_eq(br_service_close(s), 0);
 }
 
@@ -344,6 +348,18 @@ Test(replicated, writes_reads_batches_and_chunked_ranges, .init = setup, .fini =
     cr_assert_eq(br_service_get(s, "k", 1, BR_SERVICE_STALE, on_get, &sg), 0);
     cr_assert(sg.called && sg.rc == 0 && sg.vlen == 2);
     free(sg.val);
+    /* A barrier, then a stale read on this thread: sees the write above. */
+    waiter w2 = WAITER;
+    cr_assert_eq(br_service_put(s, "k", 1, "v2", 2, on_done, &w2), 0);
+    cr_assert_eq(wait_for(&w2), 0);
+    waiter rb = WAITER;
+    cr_assert_eq(br_service_read_barrier(s, on_done, &rb), 0);
+    cr_assert_eq(wait_for(&rb), 0);
+    cr_assert(!pthread_equal(rb.thread, pthread_self()), "the barrier passed on the caller");
+    got bg = {0};
+    cr_assert_eq(br_service_get(s, "k", 1, BR_SERVICE_STALE, on_get, &bg), 0);
+    cr_assert(bg.called && bg.rc == 0 && bg.vlen == 2 && memcmp(bg.val, "v2", 2) == 0);
+    free(bg.val);
     waiter d = WAITER;
     cr_assert_eq(br_service_delete(s, "nope", 4, on_done, &d), 0);
     cr_assert_eq(wait_for(&d), BR_ENOTFOUND);

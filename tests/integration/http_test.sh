@@ -246,6 +246,10 @@ printf 'GET /kv/%%00%%zz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n' | ti
 long=$(head -c 70000 /dev/zero | tr '\0' a)
 req GET "/kv/$long"
 check "over-long URL refused ($CODE)" test "$CODE" -ge 400 -a "$CODE" -lt 500
+# A long key still fits the default per-connection memory (16 KiB).
+long=$(head -c 12000 /dev/zero | tr '\0' k)
+expect PUT "/kv/$long" 204 "" -- --data-binary longkey
+expect GET "/kv/$long" 200 longkey
 printf 'PUT /kv/ovf HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\nabc' |
     timeout 5 bash -c "cat >/dev/tcp/127.0.0.1/$PORT" 2>/dev/null
 expect GET /kv/ovf 404
