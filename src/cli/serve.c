@@ -65,8 +65,7 @@ static void serve_usage(FILE *to) {
             "  --max-key-size N     longest key accepted (default 64K)\n"
             "  --max-value-size N   largest value accepted (default 64M)\n"
             "  --max-batch-size N   largest batch body accepted (default 64M)\n"
-            "  --threads N          HTTP threads (default: the number of cores; in a\n"
-            "                       cluster one fewer, at least one)\n"
+            "  --threads N          HTTP threads (default: the number of cores)\n"
             "  --write-threads N    threads running writes (default 32)\n"
             "  --connections N      open connections at most (default 1024)\n"
             "  --conn-memory N      memory per connection for the request line and headers\n"
@@ -137,10 +136,9 @@ typedef struct serve_args {
     br_engine_options engine;
     br_service_options service;
     const char *dir;
-    int cluster;     /* asked for cluster mode */
-    int port_set;    /* --port given */
-    int threads_set; /* --threads given */
-    int standalone;  /* distributed false */
+    int cluster;    /* asked for cluster mode */
+    int port_set;   /* --port given */
+    int standalone; /* distributed false */
     const char *peers, *peer_raft, *token;
     uint64_t node_id;
     int raft_port; /* -1 = default */
@@ -464,7 +462,6 @@ static int parse_serve(int argc, char **argv, serve_args *a) {
             if (parse_size(v, &n) || n < 1 || n > 256)
                 return bad(f, v, "1..256");
             a->http.threads = (unsigned)n;
-            a->threads_set = 1;
         } else if (strcmp(name, "write-threads") == 0) {
             if (parse_size(v, &n) || n < 1 || n > 1024)
                 return bad(f, v, "1..1024");
@@ -508,13 +505,6 @@ static int parse_serve(int argc, char **argv, serve_args *a) {
     }
     if (a->cluster && setup_cluster(a))
         return -1;
-    if (a->cluster && !a->threads_set && a->http.threads > 1) {
-        /* The node's loop thread (Raft, the raft log's fsync, applying,
-         * the peer connections) is a busy thread of its own: leave it a
-         * core. On 2 cores one HTTP thread took 15-25% less CPU per
-         * request than two (fewer wake-ups and context switches). */
-        a->http.threads--;
-    }
     if (original && !a->service.int_keys)
         a->service.int_keys = 2; /* a new directory only */
     return 0;
