@@ -159,7 +159,17 @@ struct br_node {
     int last_role;
     uint64_t applied;      /* last index applied (or skipped as a no-op) */
     uint64_t compact_mark; /* applied when the log was last compacted */
-    br_batch *batch;       /* reused for applying */
+    /* The engine sync before a log compaction runs on libuv's thread pool
+     * (an fdatasync of up to compact_every entries' data would stall the
+     * loop); the snapshot point is recorded when it is done. */
+    uv_work_t compact_work;
+    bool compact_busy;    /* (loop) a sync is in flight */
+    uint64_t compact_seq; /* (loop) the engine's last sequence number before it */
+    uint64_t engine_gen;  /* (loop) snapshot installs so far: a sync of a
+                             replaced engine records nothing */
+    uint64_t compact_gen; /* (loop) engine_gen when the sync started */
+    int compact_rc;       /* (worker, read after) the sync's result */
+    br_batch *batch;      /* reused for applying */
     uint8_t *sendbuf;
     size_t sendbuf_cap;
     bool in_ready;

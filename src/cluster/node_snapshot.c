@@ -562,6 +562,7 @@ int nd_snap_install(br_node *n, const struct br_raft_snapshot_meta *meta) {
     n->applied = meta->index;
     atomic_store(&n->applied_pub, meta->index);
     n->compact_mark = meta->index;
+    n->engine_gen++;
     n->c_snap_installed++;
     nd_log(n, BR_NODE_LOG_INFO, "installed snapshot %llu (term %llu): engine at %llu, %llu keys",
            (unsigned long long)meta->index, (unsigned long long)meta->term,
@@ -571,19 +572,26 @@ int nd_snap_install(br_node *n, const struct br_raft_snapshot_meta *meta) {
 
 /* ------------------------------------------------------------ compaction */
 
-void nd_maybe_compact(br_node *n) {
-    if (n->applied < n->compact_mark + n->compact_every)
+/* On a pool thread. Holds the engine lock shared, so a snapshot install
+ * (which takes it exclusively to close the engine) waits for the sync. */
+static void compact_sync(uv_work_t *w) {
+    br_node *n = w->data;
+    pthread_rwlock_rdlock(&n->engine_lock);
+    n->compact_rc = n->engine ? br_engine_sync(n->engine) : BR_ECLOSED;
+    pthread_rwlock_unlock(&n->engine_lock);
+}
+
+static void compact_synced(uv_work_t *w, int status) {
+    br_node *n = w->data;
+    n->compact_busy = false;
+    if (status < 0 || n->stopped || atomic_load(&n->fatal) || n->compact_gen != n->engine_gen)
         return;
-    n->compact_mark = n->applied;
-    /* The log may forget an entry only once the engine has it on disk. */
-    int rc = br_engine_sync(n->engine);
+    int rc = n->compact_rc;
     if (rc < 0) {
         nd_fatal(n, rc, "syncing the engine before compacting the raft log");
         return;
     }
-    br_engine_stats es;
-    br_engine_stats_get(n->engine, &es);
-    uint64_t s = es.last_seq;
+    uint64_t s = n->compact_seq; /* on disk now: the sync began after it */
     struct br_raft_snapshot_meta cur;
     br_raftlog_snapshot(n->log, &cur);
     if (s <= cur.index || s > br_raftlog_last_index(n->log) ||
@@ -609,4 +617,22 @@ void nd_maybe_compact(br_node *n) {
     n->c_compactions++;
     nd_log(n, BR_NODE_LOG_DEBUG, "snapshot point %llu, log compacted to %llu",
            (unsigned long long)s, (unsigned long long)to);
+}
+
+void nd_maybe_compact(br_node *n) {
+    if (n->compact_busy || n->applied < n->compact_mark + n->compact_every)
+        return;
+    n->compact_mark = n->applied;
+    /* The log may forget an entry only once the engine has it on disk: sync
+     * it off the loop, then record what it held before the sync began. */
+    br_engine_stats es;
+    br_engine_stats_get(n->engine, &es);
+    n->compact_seq = es.last_seq;
+    n->compact_gen = n->engine_gen;
+    n->compact_work.data = n;
+    int rc = uv_queue_work(&n->loop, &n->compact_work, compact_sync, compact_synced);
+    if (rc < 0)
+        nd_log(n, BR_NODE_LOG_WARN, "cannot start the engine sync: %s", uv_strerror(rc));
+    else
+        n->compact_busy = true;
 }
