@@ -115,58 +115,52 @@ static void write_done(void *ctx, int rc) {
     atomic_fetch_sub(&r->inflight, 1);
 }
 
-/* Runs submit (a node call) for a new write op; frees it when refused. */
-static op *write_op(repl *r, br_service_done_fn cb, void *ctx) {
+/* Starts a write: a new op, the gate held and the write counted in
+ * flight (write_done uncounts it). 0 with *out set, or BR_ENOMEM /
+ * BR_ECLOSED with nothing held. */
+static int begin_write(repl *r, br_service_done_fn cb, void *ctx, op **out) {
     op *o = calloc(1, sizeof *o);
-    if (o) {
-        o->r = r;
-        o->is_write = 1;
-        o->done = cb;
-        o->ctx = ctx;
-    }
-    return o;
-}
-
-static int write_submitted(repl *r, op *o, int rc) {
+    if (!o)
+        return BR_ENOMEM;
+    o->r = r;
+    o->is_write = 1;
+    o->done = cb;
+    o->ctx = ctx;
+    int rc = enter(r);
     if (rc) {
         op_free(o);
         return rc;
     }
+    atomic_fetch_add(&r->inflight, 1);
+    *out = o;
     return 0;
+}
+
+/* Ends begin_write with the node's answer: 0 (the callback will come) or
+ * a refusal (the op is uncounted and freed). Returns rc. */
+static int end_write(repl *r, op *o, int rc) {
+    if (rc) {
+        atomic_fetch_sub(&r->inflight, 1);
+        op_free(o);
+    }
+    leave(r);
+    return rc;
 }
 
 static int rp_put(br_service *bs, const void *key, size_t klen, const void *val, size_t vlen,
                   br_service_done_fn cb, void *ctx) {
     repl *r = (repl *)bs;
-    op *o = write_op(r, cb, ctx);
-    if (!o)
-        return BR_ENOMEM;
-    int rc = enter(r);
-    if (rc == 0) {
-        atomic_fetch_add(&r->inflight, 1);
-        rc = br_node_put(r->node, key, klen, val, vlen, write_done, o);
-        if (rc)
-            atomic_fetch_sub(&r->inflight, 1);
-        leave(r);
-    }
-    return write_submitted(r, o, rc);
+    op *o;
+    int rc = begin_write(r, cb, ctx, &o);
+    return rc ? rc : end_write(r, o, br_node_put(r->node, key, klen, val, vlen, write_done, o));
 }
 
 static int rp_delete(br_service *bs, const void *key, size_t klen, br_service_done_fn cb,
                      void *ctx) {
     repl *r = (repl *)bs;
-    op *o = write_op(r, cb, ctx);
-    if (!o)
-        return BR_ENOMEM;
-    int rc = enter(r);
-    if (rc == 0) {
-        atomic_fetch_add(&r->inflight, 1);
-        rc = br_node_delete(r->node, key, klen, write_done, o);
-        if (rc)
-            atomic_fetch_sub(&r->inflight, 1);
-        leave(r);
-    }
-    return write_submitted(r, o, rc);
+    op *o;
+    int rc = begin_write(r, cb, ctx, &o);
+    return rc ? rc : end_write(r, o, br_node_delete(r->node, key, klen, write_done, o));
 }
 
 static void *rp_batch_new(br_service *s) {
@@ -188,18 +182,9 @@ static void rp_batch_free(void *b) {
 
 static int rp_write(br_service *bs, void *b, br_service_done_fn cb, void *ctx) {
     repl *r = (repl *)bs;
-    op *o = write_op(r, cb, ctx);
-    if (!o)
-        return BR_ENOMEM;
-    int rc = enter(r);
-    if (rc == 0) {
-        atomic_fetch_add(&r->inflight, 1);
-        rc = br_node_write(r->node, b, write_done, o);
-        if (rc)
-            atomic_fetch_sub(&r->inflight, 1);
-        leave(r);
-    }
-    return write_submitted(r, o, rc);
+    op *o;
+    int rc = begin_write(r, cb, ctx, &o);
+    return rc ? rc : end_write(r, o, br_node_write(r->node, b, write_done, o));
 }
 
 /* ---- Gets ---------------------------------------------------------------- */
@@ -589,36 +574,21 @@ static size_t rp_members(br_service *bs, br_service_member_info *out, size_t cap
 static int rp_add_member(br_service *bs, const br_service_member *m, int learner,
                          br_service_done_fn cb, void *ctx) {
     repl *r = (repl *)bs;
-    op *o = write_op(r, cb, ctx);
-    if (!o)
-        return BR_ENOMEM;
     struct br_node_member nm = {
         .id = m->id, .host = m->host, .raft_port = m->raft_port, .client_addr = m->client_addr};
-    int rc = enter(r);
-    if (rc == 0) {
-        atomic_fetch_add(&r->inflight, 1);
-        rc = br_node_add_member(r->node, &nm, learner ? BR_NODE_ADD_LEARNER : 0, write_done, o);
-        if (rc)
-            atomic_fetch_sub(&r->inflight, 1);
-        leave(r);
-    }
-    return write_submitted(r, o, rc);
+    op *o;
+    int rc = begin_write(r, cb, ctx, &o);
+    return rc ? rc
+              : end_write(r, o,
+                          br_node_add_member(r->node, &nm, learner ? BR_NODE_ADD_LEARNER : 0,
+                                             write_done, o));
 }
 
 static int rp_remove_member(br_service *bs, uint64_t id, br_service_done_fn cb, void *ctx) {
     repl *r = (repl *)bs;
-    op *o = write_op(r, cb, ctx);
-    if (!o)
-        return BR_ENOMEM;
-    int rc = enter(r);
-    if (rc == 0) {
-        atomic_fetch_add(&r->inflight, 1);
-        rc = br_node_remove_member(r->node, id, write_done, o);
-        if (rc)
-            atomic_fetch_sub(&r->inflight, 1);
-        leave(r);
-    }
-    return write_submitted(r, o, rc);
+    op *o;
+    int rc = begin_write(r, cb, ctx, &o);
+    return rc ? rc : end_write(r, o, br_node_remove_member(r->node, id, write_done, o));
 }
 
 static int rp_close(br_service *bs) {
