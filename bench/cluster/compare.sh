@@ -4,7 +4,8 @@
 # workloads against each through its leader, with wrk on the same machine
 # (issue 6): puts (16-byte keys, 100-byte values) at 1, 16 and 64
 # connections with p50/p99, linearizable gets and ranges of 100 keys at the
-# same connection counts, then failover (kill -9 the leader, time to the
+# same connection counts through the leader, linearizable gets with 21
+# connections on each member at once ("get-all 63"), then failover (kill -9 the leader, time to the
 # first successful write) FAILOVERS times. Rounds take turns between the
 # systems; the summary is the median of the rounds.
 #
@@ -175,6 +176,21 @@ run_wrk() {
         END { printf "%s %.2f %.2f %d %s\n", rps ? rps : 0, p50, p99, bad, bad ? kinds : "-" }'
 }
 
+# run_wrk_all SYSTEM SCRIPT CONNS: one wrk per member at once, CONNS/3
+# connections each (linearizable reads on every member: each asks the
+# leader for a read index); prints the summed req/s, the largest p50 and
+# p99, the summed non2xx.
+run_wrk_all() {
+    local s=$1 i res=()
+    for i in 0 1 2; do
+        run_wrk "${URL[$s$i]}" "$2" $(($3 / 3)) >"$tmp/wrk$i" &
+    done
+    wait
+    cat "$tmp/wrk0" "$tmp/wrk1" "$tmp/wrk2" | awk '
+        { r += $1; if ($2 > p50) p50 = $2; if ($3 > p99) p99 = $3; bad += $4 }
+        END { printf "%s %.2f %.2f %d %s\n", r, p50, p99, bad, bad ? "see_wrk" : "-" }'
+}
+
 run_workloads() { # SYSTEM ROUND
     local s=$1 r=$2 url w c res
     url=$(leader_url "$s") || { log "$s: no leader"; return 1; }
@@ -185,6 +201,9 @@ run_workloads() { # SYSTEM ROUND
             echo "$s $w $c $res load=$(load | tr ' ' '/')" >>"$out"
         done
     done
+    log "round $r: $s get on all members c=63"
+    res=$(run_wrk_all "$s" "bench/cluster/${s}_get.lua" 63)
+    echo "$s get-all 63 $res load=$(load | tr ' ' '/')" >>"$out"
 }
 
 # failover SYSTEM N: kill -9 the leader, time the first successful write
@@ -248,8 +267,8 @@ $2 == "failover" { f[$1] = f[$1] " " $4; sys[$1] = 1; next }
 END {
     printf "%-8s %-9s %5s %10s %9s %9s %7s\n", "system", "workload", "conns", "req/s", "p50_ms", "p99_ms", "non2xx"
     for (s in sys) {
-        split("put get range", ws, " ")
-        for (w = 1; w <= 3; w++) for (c = 1; c <= 64; c = c == 1 ? 16 : c * 4) {
+        split("put get range get-all", ws, " ")
+        for (w = 1; w <= 4; w++) for (c = 1; c <= 64; c = c == 1 ? 16 : c == 16 ? 63 : c == 63 ? 64 : 65) {
             k = s " " ws[w] " " c
             if (!(k in rps)) continue
             printf "%-8s %-9s %5d %10.0f %9.2f %9.2f %7d\n", s, ws[w], c, median(rps[k]), median(p50[k]), median(p99[k]), bad[k]
