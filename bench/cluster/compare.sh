@@ -18,6 +18,7 @@
 #   BENCH_ETCD_HEARTBEAT_MS  etcd --heartbeat-interval (default 100, etcd's own)
 #   BENCH_ETCD_ELECTION_MS   etcd --election-timeout (default 1000, etcd's own)
 #   BR_HEARTBEAT_MS, BR_ELECTION_MS  bitraft's (default 50 and 150)
+#   BR_SERVE_FLAGS     more flags for every bitraft serve (e.g. --threads 1)
 #
 # Needs etcd, wrk, curl and python3 (scripts/deps.sh bench). Every process
 # binds 127.0.0.1 on ports the kernel picked free, keeps its data under
@@ -35,6 +36,7 @@ BENCH_ETCD_HEARTBEAT_MS=${BENCH_ETCD_HEARTBEAT_MS:-100}
 BENCH_ETCD_ELECTION_MS=${BENCH_ETCD_ELECTION_MS:-1000}
 BR_HEARTBEAT_MS=${BR_HEARTBEAT_MS:-50}
 BR_ELECTION_MS=${BR_ELECTION_MS:-150}
+BR_SERVE_FLAGS=${BR_SERVE_FLAGS:-}
 NKEYS=10000
 CTL=bench/cluster/clusterctl.py
 tmp=$(mktemp -d /tmp/bitraft-cluster-bench.XXXXXX)
@@ -134,7 +136,7 @@ bitraft_start_cluster() {
             --data-dir "$tmp/bitraft$i" --node-id $((i + 1)) --peers "$peers" \
             --raft-port "${ports[$((i + 3))]}" --peer-raft-addrs "$raddrs" \
             --cluster-token "bench-$$" --election-ms "$BR_ELECTION_MS" \
-            --heartbeat-ms "$BR_HEARTBEAT_MS"
+            --heartbeat-ms "$BR_HEARTBEAT_MS" $BR_SERVE_FLAGS
     done
 }
 
