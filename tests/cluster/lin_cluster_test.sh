@@ -22,28 +22,13 @@
 # (trap); every wait is bounded. About SECONDS (default 12) + 10 s.
 set -u
 
-BIN=${1:?usage: lin_cluster_test.sh BITRAFT LINCLIENT LINCHECK [TMPDIR] [SECONDS]}
-CLIENT=${2:?usage}
-CHECK=${3:?usage}
-mkdir -p "${4:-/tmp}" || exit 1
-ROOT=$(cd "${4:-/tmp}" && pwd)/lin-cluster.$$
-SECS=${5:-12}
-NEMESIS=${6:-kill}
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
 # shellcheck source=../lib/cluster.sh
 . "$(dirname "$0")/../lib/cluster.sh"
+test_setup lin-cluster "${1:?usage: lin_cluster_test.sh BITRAFT LINCLIENT LINCHECK [TMPDIR] [SECONDS]}" "${4:-/tmp}"
+CLIENT=${2:?usage}
+CHECK=${3:?usage}
+SECS=${5:-12}
+NEMESIS=${6:-kill}
 cluster_ports 3 || exit 1
 URLS="http://127.0.0.1:${P[1]},http://127.0.0.1:${P[2]},http://127.0.0.1:${P[3]}"
 

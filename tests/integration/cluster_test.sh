@@ -23,25 +23,10 @@
 # by PID when the script exits (trap); every wait is bounded.
 set -u
 
-BIN=${1:?usage: cluster_test.sh BITRAFT TMPDIR}
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-mkdir -p "${2:-/tmp}" || exit 1
-ROOT=$(cd "${2:-/tmp}" && pwd)/cluster-test.$$
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
+# shellcheck source=../lib/cluster.sh
+. "$(dirname "$0")/../lib/cluster.sh"
+test_setup cluster-test "${1:?usage: cluster_test.sh BITRAFT TMPDIR}" "${2:-/tmp}"
 
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
-FAILS=0
-CHECKS=0
 section() { echo "== $*"; }
 ok() { CHECKS=$((CHECKS + 1)); }
 fail() {
@@ -49,65 +34,13 @@ fail() {
     FAILS=$((FAILS + 1))
     echo "FAIL: $*"
 }
-check() {
-    local d=$1
-    shift
-    if "$@"; then ok; else fail "$d"; fi
-}
 now_ms() { date +%s%3N; }
 
-# ---- ports ------------------------------------------------------------------
+# ---- ports and nodes (start_node, kill9: tests/lib/cluster.sh) ---------------
 
-listening() { [ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]; }
-EPH_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-[ "$EPH_LOW" -gt 12000 ] || EPH_LOW=32768
-USED=" "
-# free_port: a port P with P and P+10000 free, below the ephemeral range.
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((2000 + RANDOM % (EPH_LOW - 10000 - 2000)))
-        [[ "$USED" == *" $p "* ]] && continue
-        if ! listening "$p" && ! listening $((p + 10000)); then
-            USED="$USED$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
-P=()
-for i in 1 2 3; do
-    P[$i]=$(free_port) || { echo "no free ports"; exit 1; }
-done
-PEERS="1=127.0.0.1:${P[1]},2=127.0.0.1:${P[2]},3=127.0.0.1:${P[3]}"
+cluster_ports 3 || exit 1
 echo "ports ${P[1]} ${P[2]} ${P[3]} (raft +10000)"
 
-# ---- nodes ------------------------------------------------------------------
-
-NPID=()
-# start_node I [FLAGS...]: starts member I on its directory (appending to its
-# log); returns 1 if it did not serve within 10 s.
-start_node() {
-    local i=$1
-    shift
-    local log=$ROOT/n$i.log
-    echo "--- start" >>"$log"
-    local before
-    before=$(grep -c serving "$log")
-    "$BIN" serve --port "${P[$i]}" --data-dir "$ROOT/n$i" --peers "$PEERS" "$@" 2>>"$log" &
-    NPID[$i]=$!
-    PIDS+=("${NPID[$i]}")
-    for _ in $(seq 1 100); do
-        [ "$(grep -c serving "$log")" -gt "$before" ] && return 0
-        kill -0 "${NPID[$i]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "node $i did not start:" && tail -5 "$log"
-    return 1
-}
-kill9() { kill -9 "${NPID[$1]}" 2>/dev/null; wait "${NPID[$1]}" 2>/dev/null; NPID[$1]=; }
 alive() { [ -n "${NPID[$1]:-}" ]; }
 
 # role I: the role node I reports ("" if it does not answer).
