@@ -60,6 +60,12 @@ start_node 4 "${FLAGS[@]}" --node-id 4 --join || exit 1
 check "a joining node does not bootstrap" grep -q "waiting to be added" "$ROOT/n4.log"
 check "a joining node has no leader" [ "$(put 4 x y)" = 503 ]
 check "a joining node's /status: membership none" grep -q '"membership":"none"' <<<"$(node_status 4)"
+# restarted before it was added, without --join: it must still wait
+kill9 4
+start_node 4 "${FLAGS[@]}" --node-id 4 || exit 1
+check "a joining node restarted without --join still waits" \
+    [ "$(grep -c "waiting to be added" "$ROOT/n4.log")" = 2 ]
+check "... and never bootstrapped" [ "$(grep -c "bootstrapped" "$ROOT/n4.log")" = 0 ]
 F=$((L % 3 + 1)) # a follower, asked so that the request is redirected
 out=$("$BIN" member add 4 "127.0.0.1:$((P[4] + 10000))" "127.0.0.1:${P[4]}" \
     --server "127.0.0.1:${P[$F]}" --wait 20)
