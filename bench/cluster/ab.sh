@@ -14,7 +14,8 @@
 # Environment: IDLE=N also holds N idle keep-alive connections open to each
 #   leader during the runs; PERF=1 records `perf record -g` of the first
 #   binary's leader (PERF=2: the whole machine) during round 1 into
-#   perf-put.data and perf-get.data in the current directory.
+#   perf-put.data and perf-get.data in the current directory; PERF=3 counts
+#   each node's system calls instead (perf-put-PID.stat, perf-get-PID.stat).
 # Every process binds 127.0.0.1 on ports the kernel picked free, keeps its
 # data under /tmp and is killed by its PID when the script exits.
 set -uo pipefail
@@ -102,8 +103,16 @@ run() { # BINARY_INDEX WORKLOAD ROUND
     if [ "${PERF:-0}" != 0 ] && [ "$b" = 0 ] && [ "$r" = 1 ]; then
         local scope="-p ${LPID[$b]}"
         [ "$PERF" = 2 ] && scope=-a
-        perf record -g -o "perf-$w.data" $scope -- sleep "$secs" >/dev/null 2>&1 &
-        perfpid=$!
+        if [ "$PERF" = 3 ]; then
+            local p
+            for p in ${NPIDS[$b]}; do
+                perf stat -e 'syscalls:sys_enter_*' -x, -o "perf-$w-$p.stat" -p "$p" -- sleep "$secs" >/dev/null 2>&1 &
+                perfpid+=" $!"
+            done
+        else
+            perf record -g -o "perf-$w.data" $scope -- sleep "$secs" >/dev/null 2>&1 &
+            perfpid=$!
+        fi
     fi
     c0=$(cpu_ticks "${NPIDS[$b]}")
     res=$(timeout $((secs + 30)) wrk -t2 -c64 -d"${secs}s" --timeout 5s --latency \
@@ -115,7 +124,7 @@ run() { # BINARY_INDEX WORKLOAD ROUND
             $1 == "99.000%" || $1 == "99%" { p99 = ms($2) }
             /^non-2xx:/ { bad = $2 }
             END { printf "%s %.2f %.2f %d\n", rps ? rps : 0, p50, p99, bad }')
-    [ -n "$perfpid" ] && wait "$perfpid"
+    [ -n "$perfpid" ] && wait $perfpid
     c1=$(cpu_ticks "${NPIDS[$b]}")
     rps=${res%% *}
     cpu=$(awk -v d=$((c1 - c0)) -v r="$rps" -v s="$secs" -v hz="$(getconf CLK_TCK)" \
