@@ -469,6 +469,10 @@ int br_node_write(br_node *n, const br_node_batch *b, br_node_done_fn cb, void *
 }
 
 int br_node_read_index(br_node *n, br_node_done_fn cb, void *ctx) {
+    /* A node outside its configuration (removed, or not yet added) gets no
+     * answer from a leader: refuse now rather than time out. */
+    if (!atomic_load(&n->in_conf))
+        return BR_ENOTLEADER;
     if (atomic_load(&n->role) != BR_RAFT_LEADER) {
         /* a follower forwards the request, if it knows a leader */
         pthread_mutex_lock(&n->status_mu);

@@ -148,6 +148,7 @@ struct br_node {
     atomic_int fatal;               /* 0 or the error that stopped the node */
     atomic_int role;                /* published role, for the fast not-leader path */
     _Atomic uint64_t applied_pub;   /* n->applied, published before callbacks run */
+    atomic_bool in_conf; /* this node is a voter or learner of its applied configuration */
 
     /* (loop) */
     struct nd_pending *pend;

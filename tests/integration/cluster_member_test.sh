@@ -10,7 +10,8 @@
 #     it replicates to it; its MEMBERS file lists all four;
 #   - bad requests: adding a voter again (409), removing a non-member (404,
 #     exit 1), a bad address (400, exit 2), removing with a bad id (400);
-#   - removing a follower: it shows as "none", the rest keeps committing;
+#   - removing a follower: it shows as "none", sends linearizable reads to
+#     the leader (307), the rest keeps committing;
 #   - removing the leader: a new leader among the others, writes go on;
 #   - node 4 restarted without --join and a member restarted with a --peers
 #     list that lacks node 4: both still know every address (MEMBERS), the
@@ -105,6 +106,11 @@ R=$F
 check "member remove of follower $R exits 0" [ $? = 0 ]
 check "follower $R is no longer a member" [ "$(role_of "$L" "$R")" = none ]
 check "... and says so in /status" wait_until_grep '"membership":"none"' "$R"
+# the leader does not answer a non-member's read index: the removed node
+# sends its linearizable reads to the leader instead of timing out (503)
+code=$(curl -s -o /dev/null -w '%{http_code}' "$(url "$R")/kv/k0")
+check "a linearizable GET on the removed node: 307 to the leader (got $code)" [ "$code" = 307 ]
+check "... which serves it" [ "$(curl -s -L "$(url "$R")/kv/k0")" = v0 ]
 check "the cluster commits without it" [ "$(put "$L" after-remove yes)" = 204 ]
 kill9 "$R"
 
