@@ -7,7 +7,7 @@
 # the binaries taking turns (the order reverses every round). Besides req/s
 # and wrk's p50/p99 it prints the CPU time the three nodes used per request
 # (utime + stime from /proc), a steadier figure than req/s on a machine
-# other work shares.
+# other work shares, and wrk's own CPU time per request (wrk_us).
 #
 # Usage: bench/cluster/ab.sh ROUNDS SECONDS BINARY[|FLAG|VALUE...] ...
 #   e.g. bench/cluster/ab.sh 5 5 ./ref-bitraft build/bitraft 'build/bitraft|--threads|2'
@@ -99,7 +99,7 @@ time.sleep(86400)' "${hp%:*}" "${hp#*:}" "$IDLE" &
 fi
 out=$tmp/raw
 run() { # BINARY_INDEX WORKLOAD ROUND
-    local b=$1 w=$2 r=$3 perfpid="" c0 c1 res rps cpu
+    local b=$1 w=$2 r=$3 perfpid="" c0 c1 res rps cpu wcpu
     if [ "${PERF:-0}" != 0 ] && [ "$b" = 0 ] && [ "$r" = 1 ]; then
         local scope="-p ${LPID[$b]}"
         [ "$PERF" = 2 ] && scope=-a
@@ -115,23 +115,26 @@ run() { # BINARY_INDEX WORKLOAD ROUND
         fi
     fi
     c0=$(cpu_ticks "${NPIDS[$b]}")
-    res=$(timeout $((secs + 30)) wrk -t2 -c64 -d"${secs}s" --timeout 5s --latency \
-        -s "$here/bitraft_$w.lua" "${LEADER[$b]}" |
-        awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
+    # bash's time: wrk's own user + system seconds (the load generator's
+    # share of the 2 cores)
+    { TIMEFORMAT='%U %S'; time timeout $((secs + 30)) wrk -t2 -c64 -d"${secs}s" --timeout 5s \
+        --latency -s "$here/bitraft_$w.lua" "${LEADER[$b]}" >"$tmp/wrk.out"; } 2>"$tmp/wrk.time"
+    res=$(awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
                               if (v ~ /s$/) return v * 1000; return v }
             /Requests\/sec/ { rps = $2 }
             $1 == "50.000%" || $1 == "50%" { p50 = ms($2) }
             $1 == "99.000%" || $1 == "99%" { p99 = ms($2) }
             /^non-2xx:/ { bad = $2 }
-            END { printf "%s %.2f %.2f %d\n", rps ? rps : 0, p50, p99, bad }')
+            END { printf "%s %.2f %.2f %d\n", rps ? rps : 0, p50, p99, bad }' "$tmp/wrk.out")
     [ -n "$perfpid" ] && wait $perfpid
     c1=$(cpu_ticks "${NPIDS[$b]}")
     rps=${res%% *}
     cpu=$(awk -v d=$((c1 - c0)) -v r="$rps" -v s="$secs" -v hz="$(getconf CLK_TCK)" \
         'BEGIN { printf "%.1f", (r > 0 ? d / hz / (r * s) * 1e6 : 0) }')
-    echo "$b $w $res cpu_us=$cpu load=$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$out"
+    wcpu=$(awk -v r="$rps" -v s="$secs" 'NR == 1 { printf "%.1f", (r > 0 ? ($1 + $2) / (r * s) * 1e6 : 0) }' "$tmp/wrk.time")
+    echo "$b $w $res cpu_us=$cpu load=$(cut -d' ' -f1 /proc/loadavg) wrk_us=$wcpu" | tee -a "$out"
 }
-echo "# fields: binary workload req/s p50_ms p99_ms non2xx cpu_us_per_request load"
+echo "# fields: binary workload req/s p50_ms p99_ms non2xx cpu_us_per_request load wrk_us_per_request"
 for r in $(seq 1 "$rounds"); do
     for w in put get; do
         if [ $((r % 2)) = 1 ]; then order=$(seq 0 $((${#bins[@]} - 1))); else order=$(seq $((${#bins[@]} - 1)) -1 0); fi
