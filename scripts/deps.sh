@@ -5,9 +5,9 @@
 #   bench adds the reference engines, fuzz adds clang and its libFuzzer runtime
 set -eu
 
-pkgs="build-essential cmake pkg-config libxxhash-dev libcriterion-dev libmicrohttpd-dev libcurl4-openssl-dev libuv1-dev curl python3"
+pkgs="build-essential cmake pkg-config libxxhash-dev libcriterion-dev libh2o-dev libcurl4-openssl-dev libuv1-dev curl python3"
 if [ "${1:-build}" = bench ]; then
-    pkgs="$pkgs liblmdb-dev libleveldb-dev librocksdb-dev etcd-server etcd-client wrk"
+    pkgs="$pkgs liblmdb-dev libleveldb-dev librocksdb-dev etcd-server etcd-client wrk libmicrohttpd-dev"
 fi
 if [ "${1:-build}" = fuzz ]; then
     pkgs="$pkgs clang libclang-rt-dev"

@@ -11,8 +11,9 @@
  * directly) and "replicated" (replicated.c: a write is proposed to the
  * Raft node and completes when committed and applied; a read waits for a
  * ReadIndex barrier unless it asks for a stale read). A front end never
- * branches on the mode; it asks br_service_reads_inline() whether it must
- * suspend, and br_service_leader() where to redirect BR_ENOTLEADER.
+ * branches on the mode; it asks br_service_reads_inline() whether a read
+ * must wait for a callback, and br_service_leader() where to redirect
+ * BR_ENOTLEADER.
  *
  * The standalone service runs writes on a small pool of its own threads:
  * the engine's write calls block until the data is durable (fdatasync

@@ -50,56 +50,55 @@ static void log_stderr(void *ctx, br_log_level lvl, const char *msg) {
 }
 
 static void serve_usage(FILE *to) {
-    fprintf(to,
-            "usage: bitraft serve [flags]\n"
-            "       bitraft serve port P data-dir D distributed false   (the original's form)\n"
-            "Starts a node serving the HTTP API (docs/API.md): standalone, or a cluster member\n"
-            "with --peers (or the original's form without 'distributed false').\n"
-            "  --port P             TCP port (default 4000; 0 picks a free one)\n"
-            "  --bind ADDR          IPv4 address to listen on (default 127.0.0.1)\n"
-            "  --data-dir D         data directory (default ./data)\n"
-            "  --sync POLICY        always (default: a write is acknowledged after fdatasync),\n"
-            "                       interval (every --sync-interval-ms) or never\n"
-            "  --sync-interval-ms N for --sync interval (default 1000)\n"
-            "  --max-file-size N    roll data files over past N bytes (K, M, G suffixes)\n"
-            "  --max-key-size N     longest key accepted (default 64K)\n"
-            "  --max-value-size N   largest value accepted (default 64M)\n"
-            "  --max-batch-size N   largest batch body accepted (default 64M)\n"
-            "  --threads N          HTTP threads (default: the number of cores)\n"
-            "  --write-threads N    threads running writes (default 32)\n"
-            "  --connections N      open connections at most (default 1024)\n"
-            "  --conn-memory N      memory per connection for the request line and headers\n"
-            "                       (default 16K; bounds a key given in the URL)\n"
-            "  --timeout S          idle connection timeout in seconds (default 60)\n"
-            "  --log-level L        error, warn, info (default) or debug (one line per request)\n"
-            "  --compact-dead-pct N merge closed data files at least N%% dead in the background\n"
-            "                       (default 50; 0: only POST /admin/compact)\n"
-            "  --compact-rate N     compaction I/O per second (default 64M; 0: unlimited)\n"
-            "  --int-keys           create a new directory in integer-key mode: keys are\n"
-            "                       decimal numbers and ranges are numeric (the original's\n"
-            "                       keys; the default in the original's argument form). A\n"
-            "                       directory keeps the mode it was created with.\n"
-            "Cluster mode:\n"
-            "  --peers LIST         the members' client addresses: 1=HOST:PORT,2=HOST:PORT,...\n"
-            "                       (ids 1..%d; each raft port is its client port + 10000)\n"
-            "  --node-id N          this member (default: the member whose port is --port)\n"
-            "  --raft-port P        this node's raft listen port (default --port + 10000)\n"
-            "  --peer-raft-addrs L  where to dial members' raft ports instead: 2=HOST:PORT,...\n"
-            "  --cluster-token T    shared secret checked when peers connect\n"
-            "  --election-ms N      election timeout, random in [N, 2N) (default 150)\n"
-            "  --heartbeat-ms N     leader heartbeat interval (default 50)\n"
-            "  --snapshot-every N   snapshot and truncate the raft log every N applied entries\n"
-            "                       (default 10000)\n"
-            "  --snapshot-keep N    entries kept behind a snapshot for slow followers (1000)\n"
-            "  --join               a new member of a running cluster: wait to be added\n"
-            "                       (bitraft member add on the cluster) instead of starting\n"
-            "                       a new cluster; --peers lists the current members and this\n"
-            "                       node\n"
-            "The original's form 'bitraft serve port 5000 data-dir data5000' is member 2 of\n"
-            "1=127.0.0.1:4000,2=127.0.0.1:5000,3=127.0.0.1:6000. In cluster mode --sync is\n"
-            "ignored: a write is acknowledged once it is in the raft log (fsynced) of a\n"
-            "majority. SIGTERM/SIGINT stop the server cleanly.\n",
-            BR_RAFT_MAX_MEMBERS);
+    fprintf(
+        to,
+        "usage: bitraft serve [flags]\n"
+        "       bitraft serve port P data-dir D distributed false   (the original's form)\n"
+        "Starts a node serving the HTTP API (docs/API.md): standalone, or a cluster member\n"
+        "with --peers (or the original's form without 'distributed false').\n"
+        "  --port P             TCP port (default 4000; 0 picks a free one)\n"
+        "  --bind ADDR          IPv4 address to listen on (default 127.0.0.1)\n"
+        "  --data-dir D         data directory (default ./data)\n"
+        "  --sync POLICY        always (default: a write is acknowledged after fdatasync),\n"
+        "                       interval (every --sync-interval-ms) or never\n"
+        "  --sync-interval-ms N for --sync interval (default 1000)\n"
+        "  --max-file-size N    roll data files over past N bytes (K, M, G suffixes)\n"
+        "  --max-key-size N     longest key accepted (default 64K)\n"
+        "  --max-value-size N   largest value accepted (default 64M)\n"
+        "  --max-batch-size N   largest batch body accepted (default 64M)\n"
+        "  --threads N          HTTP threads, each a libuv loop (default: the number of cores)\n"
+        "  --write-threads N    threads running writes (default 32)\n"
+        "  --connections N      open connections at most (default 1024)\n"
+        "  --timeout S          idle connection timeout in seconds (default 60)\n"
+        "  --log-level L        error, warn, info (default) or debug (one line per request)\n"
+        "  --compact-dead-pct N merge closed data files at least N%% dead in the background\n"
+        "                       (default 50; 0: only POST /admin/compact)\n"
+        "  --compact-rate N     compaction I/O per second (default 64M; 0: unlimited)\n"
+        "  --int-keys           create a new directory in integer-key mode: keys are\n"
+        "                       decimal numbers and ranges are numeric (the original's\n"
+        "                       keys; the default in the original's argument form). A\n"
+        "                       directory keeps the mode it was created with.\n"
+        "Cluster mode:\n"
+        "  --peers LIST         the members' client addresses: 1=HOST:PORT,2=HOST:PORT,...\n"
+        "                       (ids 1..%d; each raft port is its client port + 10000)\n"
+        "  --node-id N          this member (default: the member whose port is --port)\n"
+        "  --raft-port P        this node's raft listen port (default --port + 10000)\n"
+        "  --peer-raft-addrs L  where to dial members' raft ports instead: 2=HOST:PORT,...\n"
+        "  --cluster-token T    shared secret checked when peers connect\n"
+        "  --election-ms N      election timeout, random in [N, 2N) (default 150)\n"
+        "  --heartbeat-ms N     leader heartbeat interval (default 50)\n"
+        "  --snapshot-every N   snapshot and truncate the raft log every N applied entries\n"
+        "                       (default 10000)\n"
+        "  --snapshot-keep N    entries kept behind a snapshot for slow followers (1000)\n"
+        "  --join               a new member of a running cluster: wait to be added\n"
+        "                       (bitraft member add on the cluster) instead of starting\n"
+        "                       a new cluster; --peers lists the current members and this\n"
+        "                       node\n"
+        "The original's form 'bitraft serve port 5000 data-dir data5000' is member 2 of\n"
+        "1=127.0.0.1:4000,2=127.0.0.1:5000,3=127.0.0.1:6000. In cluster mode --sync is\n"
+        "ignored: a write is acknowledged once it is in the raft log (fsynced) of a\n"
+        "majority. SIGTERM/SIGINT stop the server cleanly.\n",
+        BR_RAFT_MAX_MEMBERS);
 }
 
 /* Parses a size with an optional K, M or G suffix (powers of 1024). */
@@ -479,10 +478,6 @@ static int parse_serve(int argc, char **argv, serve_args *a) {
             if (parse_size(v, &n) || n < 1 || n > 65536)
                 return bad(f, v, "1..65536");
             a->http.conn_limit = (unsigned)n;
-        } else if (strcmp(name, "conn-memory") == 0) {
-            if (parse_size(v, &n) || n < 4096 || n > (1ULL << 20))
-                return bad(f, v, "a size from 4K to 1M");
-            a->http.conn_memory = (size_t)n;
         } else if (strcmp(name, "timeout") == 0) {
             if (parse_size(v, &n) || n < 1 || n > 86400)
                 return bad(f, v, "1..86400 seconds");

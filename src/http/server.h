@@ -1,11 +1,11 @@
 /*
- * server.h - the HTTP front end (libmicrohttpd) over a br_service.
+ * server.h - the HTTP front end (h2o on libuv) over a br_service.
  *
  * The API it serves is specified in docs/API.md. The server is thin: it
  * parses and validates a request, calls the service, and formats the
- * result. Writes complete on the service's threads: the connection is
- * suspended while the write waits for its fdatasync and resumed by the
- * completion, so an HTTP thread never blocks on the disk.
+ * result. Writes complete on the service's threads: the request waits
+ * while the write waits for its fdatasync, and the completion posts it back
+ * to its HTTP thread, so an HTTP thread never blocks on the disk.
  */
 #ifndef BR_HTTP_SERVER_H
 #define BR_HTTP_SERVER_H
@@ -20,12 +20,10 @@ typedef struct br_http br_http;
 typedef struct br_http_options {
     const char *bind;      /* IPv4 address to listen on (default "127.0.0.1") */
     uint16_t port;         /* 0 = any free port (see br_http_port) */
-    unsigned threads;      /* epoll threads (default: online cores) */
+    unsigned threads;      /* HTTP threads, each a libuv loop (default: online cores) */
     unsigned conn_limit;   /* open connections at most (default 1024) */
     unsigned timeout_s;    /* idle connection timeout (default 60) */
     size_t max_key_size;   /* longest key accepted (default 64 KiB) */
-    size_t conn_memory;    /* per-connection memory for the request line and headers
-                              (default 16 KiB): bounds a key given in the URL */
     size_t max_value_size; /* largest PUT body (default 64 MiB) */
     size_t max_batch_size; /* largest batch body (default 64 MiB) */
     int verbose;           /* nonzero: one log line per request */
