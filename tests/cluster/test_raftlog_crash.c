@@ -61,8 +61,7 @@ static bool all_of_zero(const uint8_t *p, size_t n) {
  * and can be appended to.
  */
 static void torn_every_offset(bool hard_state_last) {
-    const char *base = rlt_dir;
-    char *img = sub(base, "image"), *work = sub(base, "work");
+    char *img = sub(rlt_dir, "image"), *work = sub(rlt_dir, "work");
     br_raftlog *log = rlt_open(img, 16 << 10);
     rlt_append_range(log, 1, 50, 1);
     struct br_raft_hard_state hs1 = {.term = 1, .vote = 1, .commit = 40};
@@ -217,6 +216,19 @@ Test(raftlog_crash, a_missing_segment_is_an_error) {
 
 /* ------------------------------------------------------------ stale bytes */
 
+/* A log in rlt_dir/image (*img; *work is rlt_dir/work, both malloc'd) of
+ * entries 1..10 in term 1, synced; name and *end: its newest segment and
+ * that segment's write offset. */
+static br_raftlog *ten_synced(char **img, char **work, char name[64], uint64_t *end) {
+    *img = sub(rlt_dir, "image");
+    *work = sub(rlt_dir, "work");
+    br_raftlog *log = rlt_open(*img, 1 << 20);
+    rlt_append_range(log, 1, 10, 1);
+    cr_assert_eq(br_raftlog_sync(log, NULL), 0);
+    newest(log, name, end, NULL);
+    return log;
+}
+
 /*
  * Writes after a sync reach the disk out of order: entry 11's bytes are
  * lost but 12..20 (never synced) made it. Open cuts at 11 and zeroes the
@@ -225,14 +237,9 @@ Test(raftlog_crash, a_missing_segment_is_an_error) {
  * second crash as if they followed the new 11.
  */
 static void stale_after_cut(uint64_t new_term) {
-    const char *base = rlt_dir;
-    char *img = sub(base, "image"), *work = sub(base, "work");
-    br_raftlog *log = rlt_open(img, 1 << 20);
-    rlt_append_range(log, 1, 10, 1);
-    cr_assert_eq(br_raftlog_sync(log, NULL), 0);
-    char name[64];
+    char *img, *work, name[64];
     uint64_t off11;
-    newest(log, name, &off11, NULL);
+    br_raftlog *log = ten_synced(&img, &work, name, &off11);
     rlt_append_range(log, 11, 20, 1);
     rlt_copy_dir(img, work);
     cr_assert_eq(br_raftlog_close(log), 0);
@@ -244,7 +251,7 @@ static void stale_after_cut(uint64_t new_term) {
     cr_assert_eq(rlt_warns, 1, "%s", rlt_last_warn);
     rlt_append_range(log, 11, 11, new_term); /* same length as the old 11 */
     cr_assert_eq(br_raftlog_sync(log, NULL), 0);
-    char *img2 = sub(base, "image2");
+    char *img2 = sub(rlt_dir, "image2");
     rlt_copy_dir(work, img2); /* crash right after the sync */
     log = rlt_reopen(log, img2, 1 << 20);
     cr_assert_eq(br_raftlog_last_index(log), 11);
@@ -270,14 +277,9 @@ Test(raftlog_crash, stale_records_never_follow_the_new_end_new_term) {
  * new one cut after a whole prefix of the new records, never a mix.
  */
 Test(raftlog_crash, unsynced_conflict_lost_in_any_order_never_mixes) {
-    const char *base = rlt_dir;
-    char *img = sub(base, "image"), *work = sub(base, "work");
-    br_raftlog *log = rlt_open(img, 1 << 20);
-    rlt_append_range(log, 1, 10, 1);
-    cr_assert_eq(br_raftlog_sync(log, NULL), 0);
-    char name[64];
+    char *img, *work, name[64];
     uint64_t o6;
-    newest(log, name, &o6, NULL);
+    br_raftlog *log = ten_synced(&img, &work, name, &o6);
     rlt_append_range(log, 6, 8, 2); /* replaces 6..10 by 6'..8' */
     uint64_t end;
     newest(log, name, &end, NULL);
@@ -286,7 +288,7 @@ Test(raftlog_crash, unsynced_conflict_lost_in_any_order_never_mixes) {
     uint64_t o7 = o6 + REC_HDR + rlt_len(6), o8 = o7 + REC_HDR + rlt_len(7);
     cr_assert_eq(o8 + REC_HDR + rlt_len(8), end);
     uint64_t offs[3] = {o6, o7, o8};
-    char *img_copy = sub(base, "pristine");
+    char *img_copy = sub(rlt_dir, "pristine");
     rlt_copy_dir(work, img_copy);
     for (int mask = 0; mask < 8; mask++) { /* bit k: record k reached the disk */
         tu_rmrf(work);
