@@ -13,47 +13,11 @@
 # time: about 15 s.
 set -u
 
-BIN=${1:?usage: lin_standalone_test.sh BITRAFT LINCLIENT LINCHECK [TMPDIR]}
+# shellcheck source=../lib/cluster.sh
+. "$(dirname "$0")/../lib/cluster.sh"
+test_setup lin-standalone "${1:?usage: lin_standalone_test.sh BITRAFT LINCLIENT LINCHECK [TMPDIR]}" "${4:-/tmp}"
 CLIENT=${2:?usage}
 CHECK=${3:?usage}
-ROOT=${4:-/tmp}/lin-standalone.$$
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
-FAILS=0
-fail() {
-    FAILS=$((FAILS + 1))
-    echo "FAIL: $*"
-}
-
-# start NAME DATADIR PORT: starts a server (PORT 0: a free one); sets PID and
-# PORT. Returns 1 if it did not come up within 10 s.
-start() {
-    local name=$1 dir=$2 want=$3
-    LOG=$ROOT/$name.log
-    "$BIN" serve --port "$want" --data-dir "$dir" 2>"$LOG" &
-    PID=$!
-    PIDS+=("$PID")
-    PORT=
-    for _ in $(seq 1 100); do
-        PORT=$(sed -n 's/.*serving http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$LOG")
-        [ -n "$PORT" ] && return 0
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "server $name did not start:" && cat "$LOG"
-    return 1
-}
 
 # check_history FILE WHAT: runs the checker; a non-zero exit is a failure.
 check_history() {
@@ -63,7 +27,7 @@ check_history() {
 }
 
 echo "== a quiet server: 8 clients, 3 keys, 5 s"
-start quiet "$ROOT/data" 0 || exit 1
+start_server quiet "$ROOT/data" 0 || exit 1
 "$CLIENT" --urls "http://127.0.0.1:$PORT" --clients 8 --keys 3 --seconds 5 \
     --timeout-ms 2000 --out "$ROOT/quiet.hist" || fail "linclient exit $?"
 nok=$(grep -c ' ok ' "$ROOT/quiet.hist")
@@ -83,7 +47,7 @@ sleep 0.5
 # The same port again (the client's URL is fixed); retry while it is busy.
 up=0
 for _ in 1 2 3 4 5; do
-    if start restarted "$ROOT/data" "$PORT"; then
+    if start_server restarted "$ROOT/data" "$PORT"; then
         up=1
         break
     fi

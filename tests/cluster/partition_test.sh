@@ -28,40 +28,22 @@
 # quiet machine, every wait has a limit.
 set -u
 
-BIN=${1:?usage: partition_test.sh BITRAFT FAULTPROXY [TMPDIR]}
+# shellcheck source=../lib/cluster.sh
+. "$(dirname "$0")/../lib/cluster.sh"
+test_setup partition "${1:?usage: partition_test.sh BITRAFT FAULTPROXY [TMPDIR]}" "${3:-/tmp}"
+KEEP_ROOT_ON_FAIL=1 # the nodes' logs, for a failed run
 PROXY=${2:?usage: partition_test.sh BITRAFT FAULTPROXY [TMPDIR]}
-ROOT=${3:-/tmp}/partition.$$
 LINCLIENT=${4:-}
 LINCHECK=${5:-}
 LINSECS=${6:-12}
 ELECTION_MS=150
 HEARTBEAT_MS=50
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
 
-declare -a PIDS=() NODE_PID=() HTTP=() RAFT=()
+# start_node and wait_leader below are this test's own (nodes dial their
+# peers through the proxy), not those of cluster.sh.
+declare -a NODE_PID=() HTTP=() RAFT=()
 declare -A LINK # "i>j" -> the proxy port node i dials to reach node j
 declare -A ACKED # key -> value of every acknowledged write
-
-cleanup() {
-    exec 2>/dev/null # no "Killed" job notices
-    for p in "${PIDS[@]}" "${NODE_PID[@]}"; do
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
-    if [ "${FAILS:-0}" = 0 ]; then
-        rm -rf "$ROOT"
-    else
-        echo "logs kept in $ROOT"
-    fi
-}
-trap cleanup EXIT
-
-FAILS=0
-fail() {
-    FAILS=$((FAILS + 1))
-    echo "FAIL: $*"
-}
 
 free_ports() { # N: N distinct free ports
     python3 -c '
@@ -136,6 +118,7 @@ start_node() { # N
         --raft-port "${RAFT[i]}" --peer-raft-addrs "$raddrs" --cluster-token "partition-$$" \
         --election-ms "$ELECTION_MS" --heartbeat-ms "$HEARTBEAT_MS" >>"$ROOT/n$i.log" 2>&1 &
     NODE_PID[i]=$!
+    PIDS+=("${NODE_PID[i]}")
 }
 
 # status N: prints "ROLE TERM LEADER" of node N ("down - -" if it does not

@@ -17,14 +17,15 @@
 
 #define SMALL 4096u /* the smallest segment: many segments from few entries */
 
+TestSuite(raftlog, .init = rlt_dir_make, .fini = rlt_dir_remove);
+
 static void check_range(br_raftlog *log, uint64_t lo, uint64_t hi, uint64_t term) {
     for (uint64_t i = lo; i <= hi; i++)
         rlt_check_entry(log, i, term);
 }
 
 Test(raftlog, empty_log_and_reopen) {
-    char *dir = rlt_tmpdir("empty");
-    br_raftlog *log = rlt_open(dir, 0);
+    br_raftlog *log = rlt_open(rlt_dir, 0);
     cr_assert_eq(br_raftlog_first_index(log), 1);
     cr_assert_eq(br_raftlog_last_index(log), 0);
     uint64_t t = 99;
@@ -33,17 +34,13 @@ Test(raftlog, empty_log_and_reopen) {
     struct br_raftlog_stats st;
     br_raftlog_stats(log, &st);
     cr_assert_eq(st.segments, 1);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, 0);
+    log = rlt_reopen(log, rlt_dir, 0);
     cr_assert_eq(br_raftlog_last_index(log), 0);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, append_read_back_across_segments_and_reopen) {
-    char *dir = rlt_tmpdir("append");
-    br_raftlog *log = rlt_open(dir, SMALL);
+    br_raftlog *log = rlt_open(rlt_dir, SMALL);
     rlt_append_range(log, 1, 3000, 1);
     rlt_append_range(log, 3001, 5000, 2);
     cr_assert_eq(br_raftlog_last_index(log), 5000);
@@ -61,27 +58,21 @@ Test(raftlog, append_read_back_across_segments_and_reopen) {
     cr_assert_eq(s->entries(s->ctx, 10, 110, UINT64_MAX, e, &n), 0);
     cr_assert_eq(n, 100);
     cr_assert_eq(s->entries(s->ctx, 4990, 5002, UINT64_MAX, e, &n), BR_EINVAL);
-    cr_assert_eq(br_raftlog_close(log), 0);
-
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     cr_assert_eq(br_raftlog_first_index(log), 1);
     cr_assert_eq(br_raftlog_last_index(log), 5000);
     check_range(log, 1, 3000, 1);
     check_range(log, 3001, 5000, 2);
     /* Appending after a reopen continues the same log. */
     rlt_append_range(log, 5001, 5100, 3);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, 1 << 20); /* another segment size works too */
+    log = rlt_reopen(log, rlt_dir, 1 << 20); /* another segment size works too */
     check_range(log, 4990, 5000, 2);
     check_range(log, 5001, 5100, 3);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, large_entries_and_default_segment) {
-    char *dir = rlt_tmpdir("large");
-    br_raftlog *log = rlt_open(dir, 64 << 10);
+    br_raftlog *log = rlt_open(rlt_dir, 64 << 10);
     static uint8_t big[60000];
     for (size_t i = 0; i < sizeof big; i++)
         big[i] = (uint8_t)(i * 7);
@@ -93,8 +84,7 @@ Test(raftlog, large_entries_and_default_segment) {
     static uint8_t huge[70000];
     struct br_raft_entry h = {.term = 1, .index = 21, .len = sizeof huge, .data = huge};
     cr_assert_eq(br_raftlog_append(log, &h, 1), BR_ETOOBIG);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, 64 << 10);
+    log = rlt_reopen(log, rlt_dir, 64 << 10);
     const struct br_raft_storage *s = br_raftlog_storage(log);
     for (uint64_t i = 1; i <= 20; i++) {
         struct br_raft_entry e;
@@ -104,13 +94,10 @@ Test(raftlog, large_entries_and_default_segment) {
         cr_assert(memcmp(e.data, big, sizeof big) == 0);
     }
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, hard_state_and_conf_persist) {
-    char *dir = rlt_tmpdir("hs");
-    br_raftlog *log = rlt_open(dir, SMALL);
+    br_raftlog *log = rlt_open(rlt_dir, SMALL);
     struct br_raft_conf_state conf = {
         .n_voters = 3, .voters = {1, 2, 3}, .n_learners = 1, .learners = {9}};
     cr_assert_eq(br_raftlog_set_conf(log, &conf), 0);
@@ -134,9 +121,7 @@ Test(raftlog, hard_state_and_conf_persist) {
     struct br_raftlog_stats st;
     br_raftlog_stats(log, &st);
     cr_assert_gt(st.segments, 3); /* hard states roll segments over too */
-    cr_assert_eq(br_raftlog_close(log), 0);
-
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     const struct br_raft_storage *s = br_raftlog_storage(log);
     struct br_raft_hard_state hs;
     struct br_raft_conf_state c;
@@ -152,8 +137,7 @@ Test(raftlog, hard_state_and_conf_persist) {
     cr_assert_eq(br_raftlog_set_hard_state(log, &hs2), 0);
     struct br_raft_conf_state conf2 = {.n_voters = 1, .voters = {4}};
     cr_assert_eq(br_raftlog_set_conf(log, &conf2), 0);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     br_raftlog_hard_state(log, &hs);
     br_raftlog_conf(log, &c);
     cr_assert_eq(hs.commit, 250);
@@ -161,13 +145,10 @@ Test(raftlog, hard_state_and_conf_persist) {
     cr_assert_eq(c.voters[0], 4);
     cr_assert_eq(c.n_learners, 0);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, truncate_on_conflict_in_newest_segment) {
-    char *dir = rlt_tmpdir("trunc1");
-    br_raftlog *log = rlt_open(dir, 0);
+    br_raftlog *log = rlt_open(rlt_dir, 0);
     rlt_append_range(log, 1, 100, 1);
     rlt_append_range(log, 60, 80, 2); /* replaces 60..100 */
     cr_assert_eq(br_raftlog_last_index(log), 80);
@@ -176,53 +157,44 @@ Test(raftlog, truncate_on_conflict_in_newest_segment) {
     rlt_append_range(log, 81, 90, 2);
     rlt_append_range(log, 70, 70, 3); /* again, shorter */
     cr_assert_eq(br_raftlog_last_index(log), 70);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, 0);
+    log = rlt_reopen(log, rlt_dir, 0);
     cr_assert_eq(br_raftlog_last_index(log), 70);
     check_range(log, 1, 59, 1);
     check_range(log, 60, 69, 2);
     rlt_check_entry(log, 70, 3);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, truncate_on_conflict_across_segments) {
-    char *dir = rlt_tmpdir("trunc2");
-    br_raftlog *log = rlt_open(dir, SMALL);
+    br_raftlog *log = rlt_open(rlt_dir, SMALL);
     rlt_append_range(log, 1, 2000, 1);
     char **names;
-    size_t before = rlt_segments(dir, &names);
+    size_t before = rlt_segments(rlt_dir, &names);
     rlt_free_names(names, before);
     /* The conflict reaches back many segments. */
     rlt_append_range(log, 500, 520, 2);
     cr_assert_eq(br_raftlog_last_index(log), 520);
     check_range(log, 1, 499, 1);
     check_range(log, 500, 520, 2);
-    size_t after = rlt_segments(dir, &names);
+    size_t after = rlt_segments(rlt_dir, &names);
     rlt_free_names(names, after);
     cr_assert_lt(after, before / 2, "segments past the conflict are deleted (%zu -> %zu)", before,
                  after);
     /* And once more at exactly the same index, then at a lower one. */
     rlt_append_range(log, 500, 510, 3);
     rlt_append_range(log, 300, 310, 4);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     cr_assert_eq(br_raftlog_last_index(log), 310);
     check_range(log, 1, 299, 1);
     check_range(log, 300, 310, 4);
     rlt_append_range(log, 311, 400, 4);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     check_range(log, 300, 400, 4);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, bad_appends_change_nothing) {
-    char *dir = rlt_tmpdir("badappend");
-    br_raftlog *log = rlt_open(dir, 0);
+    br_raftlog *log = rlt_open(rlt_dir, 0);
     rlt_append_range(log, 1, 10, 5);
     uint8_t b[300];
     struct br_raft_entry e[2];
@@ -259,26 +231,20 @@ Test(raftlog, bad_appends_change_nothing) {
     struct br_raft_snapshot_meta old = {.index = 3, .term = 5, .conf = conf};
     cr_assert_eq(br_raftlog_apply_snapshot(log, &old), BR_EINVAL);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, second_opener_is_locked_out) {
-    char *dir = rlt_tmpdir("lock");
-    br_raftlog *log = rlt_open(dir, 0);
+    br_raftlog *log = rlt_open(rlt_dir, 0);
     char err[256];
-    cr_assert_eq(rlt_open_err(dir, 0, err, sizeof err), BR_ELOCKED);
+    cr_assert_eq(rlt_open_err(rlt_dir, 0, err, sizeof err), BR_ELOCKED);
     cr_assert(strstr(err, "LOCK") != NULL, "%s", err);
     cr_assert_eq(br_raftlog_close(log), 0);
-    cr_assert_eq(rlt_open_err(dir, 0, err, sizeof err), 0);
-    cr_assert_eq(rlt_open_err(dir, 100, err, sizeof err), BR_EINVAL);
-    rlt_rmrf(dir);
-    free(dir);
+    cr_assert_eq(rlt_open_err(rlt_dir, 0, err, sizeof err), 0);
+    cr_assert_eq(rlt_open_err(rlt_dir, 100, err, sizeof err), BR_EINVAL);
 }
 
 Test(raftlog, compaction_deletes_segments_behind_the_snapshot) {
-    char *dir = rlt_tmpdir("compact");
-    br_raftlog *log = rlt_open(dir, SMALL);
+    br_raftlog *log = rlt_open(rlt_dir, SMALL);
     rlt_append_range(log, 1, 3000, 1);
     struct br_raftlog_stats st;
     br_raftlog_stats(log, &st);
@@ -294,13 +260,11 @@ Test(raftlog, compaction_deletes_segments_behind_the_snapshot) {
     cr_assert_lt(st.segments, before / 2, "%llu -> %llu", (unsigned long long)before,
                  (unsigned long long)st.segments);
     char **names;
-    size_t nfiles = rlt_segments(dir, &names);
+    size_t nfiles = rlt_segments(rlt_dir, &names);
     rlt_free_names(names, nfiles);
     cr_assert_eq(nfiles, st.segments);
     check_range(log, 1901, 3000, 1);
-    cr_assert_eq(br_raftlog_close(log), 0);
-
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     /* It may start a little earlier (a segment boundary), never later. */
     cr_assert_leq(br_raftlog_first_index(log), 1901);
     cr_assert_gt(br_raftlog_first_index(log), 1700);
@@ -318,20 +282,16 @@ Test(raftlog, compaction_deletes_segments_behind_the_snapshot) {
     br_raftlog_stats(log, &st);
     cr_assert_eq(st.segments, 1);
     rlt_append_range(log, 3001, 3100, 2);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     cr_assert_leq(br_raftlog_first_index(log), 3001);
     check_range(log, 3001, 3100, 2);
     cr_assert_eq(br_raftlog_term(log, 3000, &t), 0);
     cr_assert_eq(t, 1);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, apply_snapshot_replaces_the_log_and_survives_reopen) {
-    char *dir = rlt_tmpdir("applysnap");
-    br_raftlog *log = rlt_open(dir, SMALL);
+    br_raftlog *log = rlt_open(rlt_dir, SMALL);
     rlt_append_range(log, 1, 1000, 1);
     struct br_raft_hard_state hs = {.term = 3, .vote = 2, .commit = 900};
     cr_assert_eq(br_raftlog_set_hard_state(log, &hs), 0);
@@ -341,7 +301,7 @@ Test(raftlog, apply_snapshot_replaces_the_log_and_survives_reopen) {
     cr_assert_eq(br_raftlog_first_index(log), 5001);
     cr_assert_eq(br_raftlog_last_index(log), 5000);
     char **names;
-    size_t nf = rlt_segments(dir, &names);
+    size_t nf = rlt_segments(rlt_dir, &names);
     rlt_free_names(names, nf);
     cr_assert_eq(nf, 1);
     /* Durable on return: the coverage says so. */
@@ -349,9 +309,7 @@ Test(raftlog, apply_snapshot_replaces_the_log_and_survives_reopen) {
     br_raftlog_durable(log, &d);
     cr_assert_eq(d.last_index, 5000);
     cr_assert_eq(d.hs.term, 3);
-    cr_assert_eq(br_raftlog_close(log), 0);
-
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     cr_assert_eq(br_raftlog_first_index(log), 5001);
     cr_assert_eq(br_raftlog_last_index(log), 5000);
     uint64_t t;
@@ -370,25 +328,20 @@ Test(raftlog, apply_snapshot_replaces_the_log_and_survives_reopen) {
     cr_assert_eq(h2.term, 3);
     cr_assert_eq(h2.vote, 2);
     rlt_append_range(log, 5001, 6000, 3);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     check_range(log, 5001, 6000, 3);
     cr_assert_eq(br_raftlog_first_index(log), 5001);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog, bootstrap_like_memstorage) {
-    char *dir = rlt_tmpdir("boot");
-    br_raftlog *log = rlt_open(dir, 0);
+    br_raftlog *log = rlt_open(rlt_dir, 0);
     struct br_raft_conf_state empty = {0};
     cr_assert_eq(br_raftlog_bootstrap(log, &empty), BR_EINVAL);
     struct br_raft_conf_state conf = {.n_voters = 3, .voters = {1, 2, 3}};
     cr_assert_eq(br_raftlog_bootstrap(log, &conf), 0);
     cr_assert_eq(br_raftlog_bootstrap(log, &conf), BR_EINVAL);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, 0);
+    log = rlt_reopen(log, rlt_dir, 0);
     br_raft_memstorage *ms;
     cr_assert_eq(br_raft_memstorage_new(&ms), 0);
     cr_assert_eq(br_raft_memstorage_bootstrap(ms, &conf), 0);
@@ -415,8 +368,6 @@ Test(raftlog, bootstrap_like_memstorage) {
     cr_assert(memcmp(&sa, &sb, sizeof sa) == 0);
     br_raft_memstorage_free(ms);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 /* ------------------------------------------------------------ model test */
@@ -509,13 +460,12 @@ static int no_sync(int fd, int datasync) {
  * it skips the fsyncs (each test runs in its own process). */
 Test(raftlog, randomized_against_memstorage, .timeout = 600) {
     br_raftlog_fsync = no_sync;
-    char *dir = rlt_tmpdir("model");
     const char *env = getenv("BR_TEST_LONG");
     int rounds = env && *env && strcmp(env, "0") != 0 ? 20000 : 3000;
     for (uint64_t seed = 1; seed <= 3; seed++) {
         uint64_t s = seed * 7919;
-        rlt_rmrf(dir);
-        br_raftlog *log = rlt_open(dir, SMALL);
+        tu_rmrf(rlt_dir);
+        br_raftlog *log = rlt_open(rlt_dir, SMALL);
         br_raft_memstorage *ms;
         cr_assert_eq(br_raft_memstorage_new(&ms), 0);
         uint64_t term = 1;
@@ -592,19 +542,15 @@ Test(raftlog, randomized_against_memstorage, .timeout = 600) {
             } else if (op < 96) {
                 cr_assert_eq(br_raftlog_sync(log, NULL), 0);
             } else {
-                cr_assert_eq(br_raftlog_close(log), 0);
-                log = rlt_open(dir, rnd(&s) % 2 ? SMALL : 3 * SMALL);
+                log = rlt_reopen(log, rlt_dir, rnd(&s) % 2 ? SMALL : 3 * SMALL);
             }
             compare(log, ms, step);
         }
-        cr_assert_eq(br_raftlog_close(log), 0);
-        log = rlt_open(dir, SMALL);
+        log = rlt_reopen(log, rlt_dir, SMALL);
         compare(log, ms, -1);
         cr_assert_eq(br_raftlog_close(log), 0);
         br_raft_memstorage_free(ms);
     }
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 /* ------------------------------------------------------------ failures */
@@ -621,8 +567,7 @@ static int failing_sync(int fd, int datasync) {
 
 Test(raftlog, a_failed_sync_breaks_the_log_until_reopened) {
     br_raftlog_fsync = failing_sync;
-    char *dir = rlt_tmpdir("syncfail");
-    br_raftlog *log = rlt_open(dir, 0);
+    br_raftlog *log = rlt_open(rlt_dir, 0);
     rlt_append_range(log, 1, 10, 1);
     struct br_raftlog_durable d;
     cr_assert_eq(br_raftlog_sync(log, &d), 0);
@@ -642,12 +587,10 @@ Test(raftlog, a_failed_sync_breaks_the_log_until_reopened) {
     atomic_store(&fail_syncs, 0);
     cr_assert_eq(br_raftlog_sync(log, &d), -EIO, "still broken");
     cr_assert_eq(br_raftlog_close(log), -EIO);
-    log = rlt_open(dir, 0);
+    log = rlt_open(rlt_dir, 0);
     cr_assert_geq(br_raftlog_last_index(log), 10);
     check_range(log, 1, 10, 1);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 /* ------------------------------------------------------------ group commit */
@@ -678,8 +621,7 @@ static void *sync_loop(void *arg) {
 }
 
 Test(raftlog, sync_from_a_worker_while_the_owner_appends) {
-    char *dir = rlt_tmpdir("groupcommit");
-    br_raftlog *log = rlt_open(dir, 16 << 10);
+    br_raftlog *log = rlt_open(rlt_dir, 16 << 10);
     struct syncer sy = {.log = log};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, sync_loop, &sy), 0);
@@ -712,13 +654,10 @@ Test(raftlog, sync_from_a_worker_while_the_owner_appends) {
     cr_assert_eq(d.last_term, term);
     cr_assert_eq(d.hs.term, term);
     uint64_t last = br_raftlog_last_index(log);
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(dir, 16 << 10);
+    log = rlt_reopen(log, rlt_dir, 16 << 10);
     cr_assert_eq(br_raftlog_last_index(log), last);
     rlt_check_entry(log, last, term);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 /* ------------------------------------------------------------ raft core */
@@ -775,8 +714,7 @@ static void become_leader(br_raft *r, br_raftlog *log, uint64_t *applied) {
 }
 
 Test(raftlog, drives_the_raft_core_and_restarts_from_it) {
-    char *dir = rlt_tmpdir("core");
-    br_raftlog *log = rlt_open(dir, SMALL);
+    br_raftlog *log = rlt_open(rlt_dir, SMALL);
     struct br_raft_conf_state conf = {.n_voters = 1, .voters = {1}};
     cr_assert_eq(br_raftlog_bootstrap(log, &conf), 0);
     uint64_t applied = 1;
@@ -798,7 +736,7 @@ Test(raftlog, drives_the_raft_core_and_restarts_from_it) {
     cr_assert_eq(br_raftlog_close(log), 0);
 
     /* Restart: the same log and hard state, nothing to re-apply. */
-    log = rlt_open(dir, SMALL);
+    log = rlt_open(rlt_dir, SMALL);
     r = new_node(log, applied);
     struct br_raft_status st2;
     br_raft_get_status(r, &st2);
@@ -831,9 +769,7 @@ Test(raftlog, drives_the_raft_core_and_restarts_from_it) {
     cr_assert_eq(br_raftlog_compact(log, applied - 10), 0);
     br_raft_get_status(r, &st2);
     br_raft_free(r);
-    cr_assert_eq(br_raftlog_close(log), 0);
-
-    log = rlt_open(dir, SMALL);
+    log = rlt_reopen(log, rlt_dir, SMALL);
     r = new_node(log, applied);
     struct br_raft_status st3;
     br_raft_get_status(r, &st3);
@@ -847,6 +783,4 @@ Test(raftlog, drives_the_raft_core_and_restarts_from_it) {
     cr_assert_eq(applied, st3.last_index);
     br_raft_free(r);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(dir);
-    free(dir);
 }

@@ -24,13 +24,15 @@
 
 #define REC_HDR 40u /* record header size (raftlog.c) */
 
+TestSuite(raftlog_crash, .init = rlt_dir_make, .fini = rlt_dir_remove);
+
 static void check_range(br_raftlog *log, uint64_t lo, uint64_t hi, uint64_t term) {
     for (uint64_t i = lo; i <= hi; i++)
         rlt_check_entry(log, i, term);
 }
 
 static char *sub(const char *dir, const char *name) {
-    return rlt_path(dir, name);
+    return tu_path(dir, name);
 }
 
 /* Newest segment's name, write offset and durable offset. */
@@ -59,8 +61,7 @@ static bool all_of_zero(const uint8_t *p, size_t n) {
  * and can be appended to.
  */
 static void torn_every_offset(bool hard_state_last) {
-    char *base = rlt_tmpdir("torn");
-    char *img = sub(base, "image"), *work = sub(base, "work");
+    char *img = sub(rlt_dir, "image"), *work = sub(rlt_dir, "work");
     br_raftlog *log = rlt_open(img, 16 << 10);
     rlt_append_range(log, 1, 50, 1);
     struct br_raft_hard_state hs1 = {.term = 1, .vote = 1, .commit = 40};
@@ -83,7 +84,7 @@ static void torn_every_offset(bool hard_state_last) {
 
     for (uint64_t k = s0; k < s1; k++) {
         for (int garble = 0; garble < 2; garble++) {
-            rlt_rmrf(work);
+            tu_rmrf(work);
             rlt_copy_dir(img, work);
             if (garble) {
                 uint8_t b = rec[k - s0] ^ 0x5a;
@@ -113,18 +114,15 @@ static void torn_every_offset(bool hard_state_last) {
             if (k % 16 == 0) {
                 /* The cut log takes appends, and they survive a reopen. */
                 rlt_append_range(log, last + 1, last + 3, 2);
-                cr_assert_eq(br_raftlog_close(log), 0);
-                log = rlt_open(work, 16 << 10);
+                log = rlt_reopen(log, work, 16 << 10);
                 cr_assert_eq(br_raftlog_last_index(log), last + 3);
                 check_range(log, last + 1, last + 3, 2);
             }
             cr_assert_eq(br_raftlog_close(log), 0);
         }
     }
-    rlt_rmrf(base);
     free(img);
     free(work);
-    free(base);
 }
 
 Test(raftlog_crash, torn_entry_at_every_byte_offset) {
@@ -138,47 +136,43 @@ Test(raftlog_crash, torn_hard_state_at_every_byte_offset) {
 /* ------------------------------------------------------------ corruption */
 
 Test(raftlog_crash, corruption_in_an_older_segment_is_an_error_naming_it) {
-    char *dir = rlt_tmpdir("oldcorrupt");
-    br_raftlog *log = rlt_open(dir, 4096);
+    br_raftlog *log = rlt_open(rlt_dir, 4096);
     rlt_append_range(log, 1, 500, 1);
     cr_assert_eq(br_raftlog_close(log), 0);
     char **names;
-    size_t n = rlt_segments(dir, &names);
+    size_t n = rlt_segments(rlt_dir, &names);
     cr_assert_gt(n, 5);
     const char *victim = names[2];
     uint8_t b;
-    rlt_pread(dir, victim, &b, 1, 1000);
+    rlt_pread(rlt_dir, victim, &b, 1, 1000);
     b ^= 0x01;
-    rlt_pwrite(dir, victim, &b, 1, 1000);
+    rlt_pwrite(rlt_dir, victim, &b, 1, 1000);
     char err[512];
-    cr_assert_eq(rlt_open_err(dir, 4096, err, sizeof err), BR_ECORRUPT);
+    cr_assert_eq(rlt_open_err(rlt_dir, 4096, err, sizeof err), BR_ECORRUPT);
     cr_assert(strstr(err, victim) != NULL, "%s", err);
     cr_assert(strstr(err, "offset") != NULL, "%s", err);
     /* Nothing was changed by the failed open: fixing the byte fixes it. */
     b ^= 0x01;
-    rlt_pwrite(dir, victim, &b, 1, 1000);
-    log = rlt_open(dir, 4096);
+    rlt_pwrite(rlt_dir, victim, &b, 1, 1000);
+    log = rlt_open(rlt_dir, 4096);
     check_range(log, 1, 500, 1);
     cr_assert_eq(br_raftlog_close(log), 0);
     /* A sealed segment cut short, or with a bad header, is corrupt too. */
-    uint64_t size = rlt_file_size(dir, victim);
-    char *p = rlt_path(dir, victim);
+    uint64_t size = rlt_file_size(rlt_dir, victim);
+    char *p = tu_path(rlt_dir, victim);
     cr_assert_eq(truncate(p, (off_t)(size - 7)), 0);
-    cr_assert_eq(rlt_open_err(dir, 4096, err, sizeof err), BR_ECORRUPT);
+    cr_assert_eq(rlt_open_err(rlt_dir, 4096, err, sizeof err), BR_ECORRUPT);
     cr_assert(strstr(err, victim) != NULL, "%s", err);
     uint8_t h = 'X';
-    rlt_pwrite(dir, names[1], &h, 1, 3);
-    cr_assert_eq(rlt_open_err(dir, 4096, err, sizeof err), BR_ECORRUPT);
+    rlt_pwrite(rlt_dir, names[1], &h, 1, 3);
+    cr_assert_eq(rlt_open_err(rlt_dir, 4096, err, sizeof err), BR_ECORRUPT);
     cr_assert(strstr(err, names[1]) != NULL, "%s", err);
     free(p);
     rlt_free_names(names, n);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog_crash, corruption_of_synced_records_in_the_newest_segment_is_an_error) {
-    char *dir = rlt_tmpdir("newcorrupt");
-    br_raftlog *log = rlt_open(dir, 1 << 20);
+    br_raftlog *log = rlt_open(rlt_dir, 1 << 20);
     rlt_append_range(log, 1, 49, 1);
     char name[64];
     uint64_t off50;
@@ -188,44 +182,52 @@ Test(raftlog_crash, corruption_of_synced_records_in_the_newest_segment_is_an_err
     rlt_append_range(log, 101, 110, 1); /* written after 50 was synced */
     cr_assert_eq(br_raftlog_close(log), 0);
     uint8_t b;
-    rlt_pread(dir, name, &b, 1, off50 + 20);
+    rlt_pread(rlt_dir, name, &b, 1, off50 + 20);
     b ^= 0x80;
-    rlt_pwrite(dir, name, &b, 1, off50 + 20);
+    rlt_pwrite(rlt_dir, name, &b, 1, off50 + 20);
     char err[512];
-    cr_assert_eq(rlt_open_err(dir, 1 << 20, err, sizeof err), BR_ECORRUPT);
+    cr_assert_eq(rlt_open_err(rlt_dir, 1 << 20, err, sizeof err), BR_ECORRUPT);
     cr_assert(strstr(err, name) != NULL, "%s", err);
     char want[64];
     snprintf(want, sizeof want, "offset %llu", (unsigned long long)off50);
     cr_assert(strstr(err, want) != NULL, "%s", err);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 Test(raftlog_crash, a_missing_segment_is_an_error) {
-    char *dir = rlt_tmpdir("gap");
-    br_raftlog *log = rlt_open(dir, 4096);
+    br_raftlog *log = rlt_open(rlt_dir, 4096);
     rlt_append_range(log, 1, 500, 1);
     cr_assert_eq(br_raftlog_close(log), 0);
     char **names;
-    size_t n = rlt_segments(dir, &names);
-    char *p = rlt_path(dir, names[3]);
+    size_t n = rlt_segments(rlt_dir, &names);
+    char *p = tu_path(rlt_dir, names[3]);
     cr_assert_eq(unlink(p), 0);
     free(p);
     char err[512];
-    cr_assert_eq(rlt_open_err(dir, 4096, err, sizeof err), BR_ECORRUPT);
+    cr_assert_eq(rlt_open_err(rlt_dir, 4096, err, sizeof err), BR_ECORRUPT);
     cr_assert(strstr(err, names[4]) != NULL, "%s", err);
     cr_assert(strstr(err, "missing") != NULL, "%s", err);
     /* The first one missing: the log would start after index 1. */
-    p = rlt_path(dir, names[0]);
+    p = tu_path(rlt_dir, names[0]);
     cr_assert_eq(unlink(p), 0);
     free(p);
-    cr_assert_eq(rlt_open_err(dir, 4096, err, sizeof err), BR_ECORRUPT);
+    cr_assert_eq(rlt_open_err(rlt_dir, 4096, err, sizeof err), BR_ECORRUPT);
     rlt_free_names(names, n);
-    rlt_rmrf(dir);
-    free(dir);
 }
 
 /* ------------------------------------------------------------ stale bytes */
+
+/* A log in rlt_dir/image (*img; *work is rlt_dir/work, both malloc'd) of
+ * entries 1..10 in term 1, synced; name and *end: its newest segment and
+ * that segment's write offset. */
+static br_raftlog *ten_synced(char **img, char **work, char name[64], uint64_t *end) {
+    *img = sub(rlt_dir, "image");
+    *work = sub(rlt_dir, "work");
+    br_raftlog *log = rlt_open(*img, 1 << 20);
+    rlt_append_range(log, 1, 10, 1);
+    cr_assert_eq(br_raftlog_sync(log, NULL), 0);
+    newest(log, name, end, NULL);
+    return log;
+}
 
 /*
  * Writes after a sync reach the disk out of order: entry 11's bytes are
@@ -235,14 +237,9 @@ Test(raftlog_crash, a_missing_segment_is_an_error) {
  * second crash as if they followed the new 11.
  */
 static void stale_after_cut(uint64_t new_term) {
-    char *base = rlt_tmpdir("stale");
-    char *img = sub(base, "image"), *work = sub(base, "work");
-    br_raftlog *log = rlt_open(img, 1 << 20);
-    rlt_append_range(log, 1, 10, 1);
-    cr_assert_eq(br_raftlog_sync(log, NULL), 0);
-    char name[64];
+    char *img, *work, name[64];
     uint64_t off11;
-    newest(log, name, &off11, NULL);
+    br_raftlog *log = ten_synced(&img, &work, name, &off11);
     rlt_append_range(log, 11, 20, 1);
     rlt_copy_dir(img, work);
     cr_assert_eq(br_raftlog_close(log), 0);
@@ -254,19 +251,16 @@ static void stale_after_cut(uint64_t new_term) {
     cr_assert_eq(rlt_warns, 1, "%s", rlt_last_warn);
     rlt_append_range(log, 11, 11, new_term); /* same length as the old 11 */
     cr_assert_eq(br_raftlog_sync(log, NULL), 0);
-    char *img2 = sub(base, "image2");
+    char *img2 = sub(rlt_dir, "image2");
     rlt_copy_dir(work, img2); /* crash right after the sync */
-    cr_assert_eq(br_raftlog_close(log), 0);
-    log = rlt_open(img2, 1 << 20);
+    log = rlt_reopen(log, img2, 1 << 20);
     cr_assert_eq(br_raftlog_last_index(log), 11);
     rlt_check_entry(log, 11, new_term);
     check_range(log, 1, 10, 1);
     cr_assert_eq(br_raftlog_close(log), 0);
-    rlt_rmrf(base);
     free(img);
     free(img2);
     free(work);
-    free(base);
 }
 
 Test(raftlog_crash, stale_records_never_follow_the_new_end_same_term) {
@@ -283,14 +277,9 @@ Test(raftlog_crash, stale_records_never_follow_the_new_end_new_term) {
  * new one cut after a whole prefix of the new records, never a mix.
  */
 Test(raftlog_crash, unsynced_conflict_lost_in_any_order_never_mixes) {
-    char *base = rlt_tmpdir("mix");
-    char *img = sub(base, "image"), *work = sub(base, "work");
-    br_raftlog *log = rlt_open(img, 1 << 20);
-    rlt_append_range(log, 1, 10, 1);
-    cr_assert_eq(br_raftlog_sync(log, NULL), 0);
-    char name[64];
+    char *img, *work, name[64];
     uint64_t o6;
-    newest(log, name, &o6, NULL);
+    br_raftlog *log = ten_synced(&img, &work, name, &o6);
     rlt_append_range(log, 6, 8, 2); /* replaces 6..10 by 6'..8' */
     uint64_t end;
     newest(log, name, &end, NULL);
@@ -299,10 +288,10 @@ Test(raftlog_crash, unsynced_conflict_lost_in_any_order_never_mixes) {
     uint64_t o7 = o6 + REC_HDR + rlt_len(6), o8 = o7 + REC_HDR + rlt_len(7);
     cr_assert_eq(o8 + REC_HDR + rlt_len(8), end);
     uint64_t offs[3] = {o6, o7, o8};
-    char *img_copy = sub(base, "pristine");
+    char *img_copy = sub(rlt_dir, "pristine");
     rlt_copy_dir(work, img_copy);
     for (int mask = 0; mask < 8; mask++) { /* bit k: record k reached the disk */
-        rlt_rmrf(work);
+        tu_rmrf(work);
         rlt_copy_dir(img_copy, work);
         for (int k = 0; k < 3; k++)
             if (!(mask & (1 << k)))
@@ -321,22 +310,28 @@ Test(raftlog_crash, unsynced_conflict_lost_in_any_order_never_mixes) {
         }
         cr_assert_eq(br_raftlog_close(log), 0);
     }
-    rlt_rmrf(base);
     free(img);
     free(img_copy);
     free(work);
-    free(base);
 }
 
 /* ------------------------------------------------------------ leftovers */
 
-Test(raftlog_crash, segments_a_conflict_replaced_are_ignored_if_their_deletion_was_lost) {
-    char *base = rlt_tmpdir("leftover");
-    char *dir = sub(base, "log"), *old = sub(base, "old");
-    br_raftlog *log = rlt_open(dir, 4096);
+/* Entries 1..1000 (term 1, synced) in a log in rlt_dir/log, whose files are
+ * then copied to rlt_dir/old (both paths malloc'd); returns the open log. */
+static br_raftlog *log_with_old_copy(char **dir, char **old) {
+    *dir = sub(rlt_dir, "log");
+    *old = sub(rlt_dir, "old");
+    br_raftlog *log = rlt_open(*dir, 4096);
     rlt_append_range(log, 1, 1000, 1);
     cr_assert_eq(br_raftlog_sync(log, NULL), 0);
-    rlt_copy_dir(dir, old);
+    rlt_copy_dir(*dir, *old);
+    return log;
+}
+
+Test(raftlog_crash, segments_a_conflict_replaced_are_ignored_if_their_deletion_was_lost) {
+    char *dir, *old;
+    br_raftlog *log = log_with_old_copy(&dir, &old);
     rlt_append_range(log, 300, 320, 2);
     cr_assert_eq(br_raftlog_close(log), 0);
     char **before, **after;
@@ -347,7 +342,7 @@ Test(raftlog_crash, segments_a_conflict_replaced_are_ignored_if_their_deletion_w
      * was sealed (truncated and synced) before the new one existed, so
      * its unsealed copy in the image never coexists with the new one. */
     for (size_t i = 0; i + 1 < nb; i++) {
-        char *from = rlt_path(old, before[i]), *to = rlt_path(dir, before[i]);
+        char *from = tu_path(old, before[i]), *to = tu_path(dir, before[i]);
         char cmd[2048];
         snprintf(cmd, sizeof cmd, "cp -n '%s' '%s'", from, to);
         cr_assert_eq(system(cmd), 0);
@@ -366,19 +361,13 @@ Test(raftlog_crash, segments_a_conflict_replaced_are_ignored_if_their_deletion_w
     cr_assert_eq(nend, na, "open deletes the superseded segments again");
     rlt_free_names(after, nend);
     rlt_free_names(before, nb);
-    rlt_rmrf(base);
     free(dir);
     free(old);
-    free(base);
 }
 
 Test(raftlog_crash, an_interrupted_snapshot_install_is_finished_on_open) {
-    char *base = rlt_tmpdir("snapleft");
-    char *dir = sub(base, "log"), *old = sub(base, "old");
-    br_raftlog *log = rlt_open(dir, 4096);
-    rlt_append_range(log, 1, 1000, 1);
-    cr_assert_eq(br_raftlog_sync(log, NULL), 0);
-    rlt_copy_dir(dir, old);
+    char *dir, *old;
+    br_raftlog *log = log_with_old_copy(&dir, &old);
     struct br_raft_snapshot_meta m = {
         .index = 700, .term = 5, .conf = {.n_voters = 1, .voters = {7}}};
     cr_assert_eq(br_raftlog_apply_snapshot(log, &m), 0);
@@ -400,13 +389,11 @@ Test(raftlog_crash, an_interrupted_snapshot_install_is_finished_on_open) {
     size_t n = rlt_segments(dir, &names);
     cr_assert_eq(n, 1);
     rlt_free_names(names, n);
-    char *tmp = rlt_path(dir, "00000000000000000002-00000000000000099999.seg.tmp");
+    char *tmp = tu_path(dir, "00000000000000000002-00000000000000099999.seg.tmp");
     cr_assert(access(tmp, F_OK) != 0, "the .tmp was removed");
     free(tmp);
-    rlt_rmrf(base);
     free(dir);
     free(old);
-    free(base);
 }
 
 /* ------------------------------------------------------------ kill -9 */
@@ -478,7 +465,6 @@ static void child(const char *dir, int fd, uint64_t term, bool worker, uint64_t 
 }
 
 Test(raftlog_crash, kill_9_during_append_and_sync_loses_nothing_synced, .timeout = 600) {
-    char *dir = rlt_tmpdir("kill9");
     const char *env = getenv("BR_TEST_LONG");
     int rounds = env && *env && strcmp(env, "0") != 0 ? 400 : 40;
     uint64_t seed = (uint64_t)time(NULL);
@@ -492,7 +478,7 @@ Test(raftlog_crash, kill_9_during_append_and_sync_loses_nothing_synced, .timeout
         cr_assert(pid >= 0);
         if (pid == 0) {
             close(p[0]);
-            child(dir, p[1], term, round % 2 == 1, seed);
+            child(rlt_dir, p[1], term, round % 2 == 1, seed);
             _exit(0);
         }
         close(p[1]);
@@ -513,7 +499,7 @@ Test(raftlog_crash, kill_9_during_append_and_sync_loses_nothing_synced, .timeout
         close(p[0]);
         killed_with_reports += any;
 
-        br_raftlog *log = rlt_open(dir, 64 << 10);
+        br_raftlog *log = rlt_open(rlt_dir, 64 << 10);
         uint64_t last = br_raftlog_last_index(log);
         struct br_raft_hard_state hs;
         br_raftlog_hard_state(log, &hs);
@@ -537,6 +523,4 @@ Test(raftlog_crash, kill_9_during_append_and_sync_loses_nothing_synced, .timeout
         cr_assert_eq(br_raftlog_close(log), 0);
     }
     cr_assert_gt(killed_with_reports, rounds / 4, "too few rounds got as far as a sync");
-    rlt_rmrf(dir);
-    free(dir);
 }

@@ -3,9 +3,7 @@
 
 #include <criterion/criterion.h>
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,34 +14,15 @@
 
 int rlt_warns;
 char rlt_last_warn[512];
+char *rlt_dir;
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    remove(p);
-    return 0;
+void rlt_dir_make(void) {
+    rlt_dir = tu_tmpdir(criterion_current_test->name);
 }
 
-void rlt_rmrf(const char *path) {
-    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-char *rlt_tmpdir(const char *name) {
-    const char *base = getenv("BR_TEST_TMP");
-    if (!base || !*base)
-        base = "/tmp";
-    mkdir(base, 0755);
-    size_t n = strlen(base) + strlen(name) + 64;
-    char *p = malloc(n);
-    snprintf(p, n, "%s/raftlog-%s.%d.XXXXXX", base, name, (int)getpid());
-    cr_assert(mkdtemp(p) != NULL, "mkdtemp: %s", strerror(errno));
-    return p;
-}
-
-char *rlt_path(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
+void rlt_dir_remove(void) {
+    tu_rmrf(rlt_dir);
+    free(rlt_dir);
 }
 
 void rlt_copy_dir(const char *src, const char *dst) {
@@ -54,7 +33,7 @@ void rlt_copy_dir(const char *src, const char *dst) {
     while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.')
             continue;
-        char *a = rlt_path(src, de->d_name), *b = rlt_path(dst, de->d_name);
+        char *a = tu_path(src, de->d_name), *b = tu_path(dst, de->d_name);
         int in = open(a, O_RDONLY), out = open(b, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         cr_assert(in >= 0 && out >= 0);
         char buf[65536];
@@ -101,6 +80,11 @@ br_raftlog *rlt_open(const char *dir, uint64_t segment_size) {
     int rc = br_raftlog_open(dir, &o, &log, err, sizeof err);
     cr_assert_eq(rc, 0, "open %s: %s: %s", dir, br_strerror(rc), err);
     return log;
+}
+
+br_raftlog *rlt_reopen(br_raftlog *log, const char *dir, uint64_t segment_size) {
+    cr_assert_eq(br_raftlog_close(log), 0);
+    return rlt_open(dir, segment_size);
 }
 
 uint32_t rlt_len(uint64_t index) {
@@ -160,7 +144,7 @@ void rlt_check_entry(br_raftlog *log, uint64_t index, uint64_t term) {
 }
 
 uint64_t rlt_file_size(const char *dir, const char *name) {
-    char *p = rlt_path(dir, name);
+    char *p = tu_path(dir, name);
     struct stat st;
     cr_assert(stat(p, &st) == 0, "stat %s", p);
     free(p);
@@ -168,7 +152,7 @@ uint64_t rlt_file_size(const char *dir, const char *name) {
 }
 
 void rlt_pwrite(const char *dir, const char *name, const void *buf, size_t len, uint64_t off) {
-    char *p = rlt_path(dir, name);
+    char *p = tu_path(dir, name);
     int fd = open(p, O_WRONLY | O_CREAT, 0644);
     cr_assert(fd >= 0, "open %s", p);
     cr_assert(pwrite(fd, buf, len, (off_t)off) == (ssize_t)len);
@@ -177,7 +161,7 @@ void rlt_pwrite(const char *dir, const char *name, const void *buf, size_t len, 
 }
 
 void rlt_pread(const char *dir, const char *name, void *buf, size_t len, uint64_t off) {
-    char *p = rlt_path(dir, name);
+    char *p = tu_path(dir, name);
     int fd = open(p, O_RDONLY);
     cr_assert(fd >= 0, "open %s", p);
     cr_assert(pread(fd, buf, len, (off_t)off) == (ssize_t)len);

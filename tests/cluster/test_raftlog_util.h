@@ -6,19 +6,22 @@
 #include <stdint.h>
 
 #include "raftlog.h"
+#include "testutil.h"
 
-/* A fresh empty directory under $BR_TEST_TMP (or /tmp); malloc'd path. */
-char *rlt_tmpdir(const char *name);
-/* Removes a directory tree (best effort). */
-void rlt_rmrf(const char *path);
+/* Each test's directory, fresh and removed after the test: a suite gets it
+ * with TestSuite(name, .init = rlt_dir_make, .fini = rlt_dir_remove). */
+extern char *rlt_dir;
+void rlt_dir_make(void);
+void rlt_dir_remove(void);
+
 /* Copies the regular files of directory src into dst (created). */
 void rlt_copy_dir(const char *src, const char *dst);
-/* "dir/name" in a malloc'd string. */
-char *rlt_path(const char *dir, const char *name);
 
 /* Opens dir with the given segment size (0: default), asserting success;
  * WARN lines are counted in rlt_warns and the last kept in rlt_last_warn. */
 br_raftlog *rlt_open(const char *dir, uint64_t segment_size);
+/* Closes log (asserting success) and opens dir again with rlt_open. */
+br_raftlog *rlt_reopen(br_raftlog *log, const char *dir, uint64_t segment_size);
 /* Opens and returns the error code (log closed if it opened); err filled. */
 int rlt_open_err(const char *dir, uint64_t segment_size, char *err, size_t errlen);
 extern int rlt_warns;

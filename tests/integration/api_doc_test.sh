@@ -6,37 +6,14 @@
 #
 # Usage: api_doc_test.sh BITRAFT_BINARY API_MD TMPDIR
 set -u
-BIN=${1:?usage: api_doc_test.sh BITRAFT API_MD TMPDIR}
+# shellcheck source=../lib/cluster.sh
+. "$(dirname "$0")/../lib/cluster.sh"
+test_setup api-doc-test "${1:?usage: api_doc_test.sh BITRAFT API_MD TMPDIR}" "${3:-/tmp}"
 DOC=${2:?}
-ROOT=${3:-/tmp}/api-doc-test.$$
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
 
-start() { # NAME FLAGS... -> sets PORT
-    local name=$1 log=$ROOT/$1.log
-    shift
-    "$BIN" serve --port 0 --data-dir "$ROOT/$name" "$@" 2>"$log" &
-    PIDS+=($!)
-    PORT=
-    for _ in $(seq 1 100); do
-        PORT=$(sed -n 's/.*serving http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$log")
-        [ -n "$PORT" ] && return 0
-        sleep 0.1
-    done
-    echo "FAIL: server $name did not start" && cat "$log"
-    exit 1
-}
-
-start bytes
+start_server bytes "$ROOT/bytes" 0 || exit 1
 BYTES_PORT=$PORT
-start ints --int-keys
+start_server ints "$ROOT/ints" 0 --int-keys || exit 1
 INT_PORT=$PORT
 
 # Every fenced block of the document that runs curl, one file per block.
@@ -45,8 +22,6 @@ awk -v dir="$ROOT" '
 inblock { print > f }
 ' "$DOC"
 
-CHECKS=0
-FAILS=0
 cd "$ROOT"
 printf 'photo bytes' > photo.jpg
 for b in "$ROOT"/block*.sh; do

@@ -3,20 +3,9 @@
 # the file named) and left unchanged, a store held by a server is refused.
 # Usage: check_test.sh BITRAFT TMPDIR
 set -u
-BIN=${1:?usage: check_test.sh BITRAFT TMPDIR}
-ROOT=${2:-/tmp}/check-test.$$
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-FAILS=0
-CHECKS=0
-check() { CHECKS=$((CHECKS + 1)); if eval "$2"; then :; else FAILS=$((FAILS + 1)); echo "FAIL: $1"; fi; }
+# shellcheck source=../lib/cluster.sh
+. "$(dirname "$0")/../lib/cluster.sh"
+test_setup check-test "${1:?usage: check_test.sh BITRAFT TMPDIR}" "${2:-/tmp}"
 
 D=$ROOT/store
 for i in $(seq 1 40); do
@@ -24,8 +13,8 @@ for i in $(seq 1 40); do
 done
 "$BIN" check --data-dir "$D" >"$ROOT/out" 2>"$ROOT/err"
 rc=$?
-check "clean: exit 0, got $rc" "[ $rc -eq 0 ]"
-check "clean: the summary counts 40 keys" "grep -q '^40 keys' '$ROOT/out'"
+check "clean: exit 0, got $rc" test $rc -eq 0
+check "clean: the summary counts 40 keys" grep -q '^40 keys' "$ROOT/out"
 
 # Flip one byte in the middle of the data: a bad record with good ones
 # after it.
@@ -39,18 +28,16 @@ flip_byte "$F" 800
 before=$(md5sum <"$F")
 "$BIN" check --data-dir "$D" >"$ROOT/out" 2>"$ROOT/err"
 rc=$?
-check "damaged: exit 1, got $rc" "[ $rc -eq 1 ]"
-check "damaged: the file is named" "grep -q '0000000001.data' '$ROOT/err'"
-check "damaged: nothing changed on disk" "[ \"\$(md5sum <'$F')\" = '$before' ]"
+check "damaged: exit 1, got $rc" test $rc -eq 1
+check "damaged: the file is named" grep -q '0000000001.data' "$ROOT/err"
+check "damaged: nothing changed on disk" test "$(md5sum <"$F")" = "$before"
 
 # A store a server holds is refused.
 D2=$ROOT/served
-"$BIN" serve --port 0 --data-dir "$D2" 2>"$ROOT/serve.log" &
-PIDS+=($!)
-for _ in $(seq 1 100); do grep -q serving "$ROOT/serve.log" && break; sleep 0.1; done
+start_server served "$D2" 0
 "$BIN" check --data-dir "$D2" >/dev/null 2>"$ROOT/err2"
 rc=$?
-check "held by a server: exit 3, got $rc" "[ $rc -eq 3 ]"
+check "held by a server: exit 3, got $rc" test $rc -eq 3
 
 echo "check: $((CHECKS - FAILS)) passed, $FAILS failed"
 [ "$FAILS" -eq 0 ]

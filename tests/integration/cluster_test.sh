@@ -27,13 +27,6 @@ set -u
 . "$(dirname "$0")/../lib/cluster.sh"
 test_setup cluster-test "${1:?usage: cluster_test.sh BITRAFT TMPDIR}" "${2:-/tmp}"
 
-section() { echo "== $*"; }
-ok() { CHECKS=$((CHECKS + 1)); }
-fail() {
-    CHECKS=$((CHECKS + 1))
-    FAILS=$((FAILS + 1))
-    echo "FAIL: $*"
-}
 now_ms() { date +%s%3N; }
 
 # ---- ports and nodes (start_node, kill9: tests/lib/cluster.sh) ---------------

@@ -10,56 +10,12 @@
 # bounded in time. Prints one line per failed check and exits 1 if any.
 set -u
 
-BIN=${1:?usage: http_test.sh BITRAFT TMPDIR}
-ROOT=${2:-/tmp}/http-test.$$
-rm -rf "$ROOT"
-mkdir -p "$ROOT"
+# shellcheck source=../lib/cluster.sh
+. "$(dirname "$0")/../lib/cluster.sh"
+test_setup http-test "${1:?usage: http_test.sh BITRAFT TMPDIR}" "${2:-/tmp}"
 
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
-FAILS=0
-CHECKS=0
-section() { echo "== $*"; }
-ok() { CHECKS=$((CHECKS + 1)); }
-fail() {
-    CHECKS=$((CHECKS + 1))
-    FAILS=$((FAILS + 1))
-    echo "FAIL: $*"
-}
-# check DESCRIPTION COMMAND...: passes when COMMAND succeeds.
-check() {
-    local d=$1
-    shift
-    if "$@"; then ok; else fail "$d"; fi
-}
-
-# start NAME DATADIR [FLAGS...]: starts a server on a free port; sets PID
-# and PORT. Returns 1 if it did not come up within 10 s.
-start() {
-    local name=$1 dir=$2
-    shift 2
-    LOG=$ROOT/$name.log
-    "$BIN" serve --port 0 --data-dir "$dir" "$@" 2>"$LOG" &
-    PID=$!
-    PIDS+=("$PID")
-    PORT=
-    for _ in $(seq 1 100); do
-        PORT=$(sed -n 's/.*serving http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$LOG")
-        [ -n "$PORT" ] && return 0
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "server $name did not start:" && cat "$LOG"
-    return 1
-}
+# start NAME DATADIR [FLAGS...]: a server on a free port (start_server).
+start() { start_server "$1" "$2" 0 "${@:3}"; }
 
 # stop_term: SIGTERM, then wait (bounded) for the exit status in RC.
 stop_term() {

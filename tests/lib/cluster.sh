@@ -1,13 +1,23 @@
-# cluster.sh - helpers for tests that run real `bitraft serve` clusters on
-# 127.0.0.1; sourced by bash test scripts. Needs BIN (the bitraft binary)
-# and ROOT (a scratch directory) set, and the caller's PIDS array, which
-# its EXIT trap kills by PID (test_setup does all three).
+# cluster.sh - helpers for tests that run real `bitraft serve` processes
+# (standalone servers and clusters) on 127.0.0.1; sourced by bash test
+# scripts. Needs BIN (the bitraft binary) and ROOT (a scratch directory)
+# set, and the caller's PIDS array, which its EXIT trap kills by PID
+# (test_setup does all three).
 #
 #   test_setup NAME BIN TMPDIR
 #                           BIN made absolute, ROOT=TMPDIR/NAME.PID (fresh),
 #                           PIDS=(), an EXIT trap that kills them and
-#                           removes ROOT; check DESC CMD... counts CHECKS
-#                           and FAILS and prints "FAIL: DESC"
+#                           removes ROOT (kept, and said so, when
+#                           KEEP_ROOT_ON_FAIL=1 and FAILS is not 0)
+#   check DESC CMD...       counts a check; runs CMD, a failure if it fails
+#   ok / fail MSG...        counts a passed / failed check (CHECKS, FAILS);
+#                           fail prints "FAIL: MSG"
+#   section TITLE           prints "== TITLE"
+#   start_server NAME DIR PORT [FLAGS]
+#                           a standalone `bitraft serve` on PORT (0: one the
+#                           kernel picks) with its data in DIR and its log
+#                           in LOG=$ROOT/NAME.log; sets PID and PORT, adds
+#                           PID to PIDS; 1 if it does not serve within 10 s
 #   cluster_ports N         sets P[1..N] to random free ports (each with its
 #                           raft port, +10000, free too), below the
 #                           ephemeral range; PEERS to the --peers list
@@ -33,21 +43,50 @@ test_setup() {
 }
 
 test_cleanup() {
+    exec 2>/dev/null # no "Killed" job notices
     for p in "${PIDS[@]}"; do
         kill -9 "$p" 2>/dev/null
     done
     wait 2>/dev/null
-    rm -rf "$ROOT"
+    if [ "${KEEP_ROOT_ON_FAIL:-0}" = 1 ] && [ "$FAILS" != 0 ]; then
+        echo "logs kept in $ROOT"
+    else
+        rm -rf "$ROOT"
+    fi
+}
+
+ok() { CHECKS=$((CHECKS + 1)); }
+
+fail() {
+    CHECKS=$((CHECKS + 1))
+    FAILS=$((FAILS + 1))
+    echo "FAIL: $*"
 }
 
 check() {
     local d=$1
     shift
-    CHECKS=$((CHECKS + 1))
-    if ! "$@"; then
-        FAILS=$((FAILS + 1))
-        echo "FAIL: $d"
-    fi
+    if "$@"; then ok; else fail "$d"; fi
+}
+
+section() { echo "== $*"; }
+
+start_server() {
+    local name=$1 dir=$2 want=$3
+    shift 3
+    LOG=$ROOT/$name.log
+    "$BIN" serve --port "$want" --data-dir "$dir" "$@" 2>"$LOG" &
+    PID=$!
+    PIDS+=("$PID")
+    PORT=
+    for _ in $(seq 1 100); do
+        PORT=$(sed -n 's/.*serving http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$LOG")
+        [ -n "$PORT" ] && return 0
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "server $name did not start:" && cat "$LOG"
+    return 1
 }
 
 listening() { [ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ]; }

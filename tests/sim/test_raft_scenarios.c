@@ -126,10 +126,48 @@ static const struct tmsg *tn_find(struct tnode *t, uint32_t type, uint64_t to) {
     return NULL;
 }
 
-static void tn_elect(struct tnode *t, int n) {
+/* Steps an APPEND_RESP (success) from `from` acknowledging up to index. */
+static void tn_ack(struct tnode *t, uint64_t from, uint64_t term, uint64_t index) {
+    tn_step(t, (struct br_raft_msg){
+                   .type = BR_RAFT_MSG_APPEND_RESP, .from = from, .term = term, .index = index});
+}
+
+/* Steps a VOTE request from `from`; returns the answer to it (or NULL). */
+static const struct tmsg *tn_vote(struct tnode *t, uint64_t from, uint64_t term, uint64_t index,
+                                  uint64_t log_term) {
+    tn_step(t, (struct br_raft_msg){.type = BR_RAFT_MSG_VOTE,
+                                    .from = from,
+                                    .term = term,
+                                    .index = index,
+                                    .log_term = log_term});
+    return tn_find(t, BR_RAFT_MSG_VOTE_RESP, from);
+}
+
+/* Steps an APPEND from `from` after (index, log_term) with n entries;
+ * returns the answer to it (or NULL). */
+static const struct tmsg *tn_append(struct tnode *t, uint64_t from, uint64_t term, uint64_t index,
+                                    uint64_t log_term, uint64_t commit,
+                                    struct br_raft_entry *entries, size_t n) {
+    tn_step(t, (struct br_raft_msg){.type = BR_RAFT_MSG_APPEND,
+                                    .from = from,
+                                    .term = term,
+                                    .index = index,
+                                    .log_term = log_term,
+                                    .commit = commit,
+                                    .n_entries = n,
+                                    .entries = entries});
+    return tn_find(t, BR_RAFT_MSG_APPEND_RESP, from);
+}
+
+/* Starts an election; returns the candidate's term. */
+static uint64_t tn_campaign(struct tnode *t) {
     br_raft_campaign(t->r);
     tn_ready(t);
-    uint64_t term = tn_status(t).term;
+    return tn_status(t).term;
+}
+
+static void tn_elect(struct tnode *t, int n) {
+    uint64_t term = tn_campaign(t);
     for (int i = 2; i <= n / 2 + 1; i++)
         tn_step(t, (struct br_raft_msg){
                        .type = BR_RAFT_MSG_VOTE_RESP, .from = (uint64_t)i, .term = term});
@@ -157,16 +195,28 @@ static int elect(struct sim *s, int id) {
     return id;
 }
 
-static uint64_t commit_of(struct sim *s, int id) {
+/* Proposes n entries at node id and delivers every message; returns the
+ * index of the last one. */
+static uint64_t propose_deliver(struct sim *s, int id, int n) {
+    uint64_t idx = 0;
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(sim_propose(s, id, &idx), 0);
+    sim_deliver_all(s, 100000);
+    return idx;
+}
+
+static struct br_raft_status status_of(struct sim *s, int id) {
     struct br_raft_status st;
     sim_status(s, id, &st);
-    return st.commit;
+    return st;
+}
+
+static uint64_t commit_of(struct sim *s, int id) {
+    return status_of(s, id).commit;
 }
 
 static uint64_t term_of(struct sim *s, int id) {
-    struct br_raft_status st;
-    sim_status(s, id, &st);
-    return st.term;
+    return status_of(s, id).term;
 }
 
 /* ================================================================ §5.1 / Figure 3.1 rules for all
@@ -191,13 +241,7 @@ Test(fig2_all_servers, higher_term_converts_to_follower) {
 Test(fig2_append, stale_term_is_refused_and_answered) {
     struct tnode t;
     tn_init(&t, 1, 3, NULL, 0, 5, 0, false, true);
-    tn_step(&t, (struct br_raft_msg){.type = BR_RAFT_MSG_APPEND,
-                                     .from = 2,
-                                     .term = 3,
-                                     .index = 1,
-                                     .log_term = 1,
-                                     .commit = 1});
-    const struct tmsg *m = tn_find(&t, BR_RAFT_MSG_APPEND_RESP, 2);
+    const struct tmsg *m = tn_append(&t, 2, 3, 1, 1, 1, NULL, 0);
     cr_assert_not_null(m);
     cr_assert_eq(m->term, 5);
     cr_assert_eq(tn_status(&t).term, 5);
@@ -212,18 +256,12 @@ Test(fig2_append, stale_term_is_refused_and_answered) {
 Test(s5_2_election, one_vote_per_term) {
     struct tnode t;
     tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_VOTE, .from = 2, .term = 2, .index = 1, .log_term = 1});
-    const struct tmsg *m = tn_find(&t, BR_RAFT_MSG_VOTE_RESP, 2);
+    const struct tmsg *m = tn_vote(&t, 2, 2, 1, 1);
     cr_assert(m && !(m->flags & BR_RAFT_MSG_F_REJECT));
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_VOTE, .from = 3, .term = 2, .index = 1, .log_term = 1});
-    m = tn_find(&t, BR_RAFT_MSG_VOTE_RESP, 3);
+    m = tn_vote(&t, 3, 2, 1, 1);
     cr_assert(m && (m->flags & BR_RAFT_MSG_F_REJECT));
     /* the same candidate asking again gets the same answer */
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_VOTE, .from = 2, .term = 2, .index = 1, .log_term = 1});
-    m = tn_find(&t, BR_RAFT_MSG_VOTE_RESP, 2);
+    m = tn_vote(&t, 2, 2, 1, 1);
     cr_assert(m && !(m->flags & BR_RAFT_MSG_F_REJECT));
     tn_free(&t);
 }
@@ -237,8 +275,7 @@ Test(s5_2_election, vote_is_persisted_across_restart) {
     uint64_t t2 = term_of(s, 1);
     sim_crash(s, 1);
     sim_restart(s, 1);
-    struct br_raft_status st;
-    sim_status(s, 1, &st);
+    struct br_raft_status st = status_of(s, 1);
     cr_assert_eq(st.term, t2);
     cr_assert_eq(st.vote, 2);
     ok(s);
@@ -268,9 +305,7 @@ Test(s5_2_election, majority_wins) {
 Test(s5_2_election, candidate_yields_to_leader_of_same_term) {
     struct tnode t;
     tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
-    br_raft_campaign(t.r);
-    tn_ready(&t);
-    uint64_t term = tn_status(&t).term;
+    uint64_t term = tn_campaign(&t);
     tn_step(&t, (struct br_raft_msg){.type = BR_RAFT_MSG_HEARTBEAT, .from = 2, .term = term});
     cr_assert_eq(tn_status(&t).role, BR_RAFT_FOLLOWER);
     cr_assert_eq(tn_status(&t).leader, 2);
@@ -319,9 +354,7 @@ Test(s5_2_election, randomized_timeouts) {
 Test(s5_2_election, candidate_times_out_into_new_term) {
     struct tnode t;
     tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
-    br_raft_campaign(t.r);
-    tn_ready(&t);
-    uint64_t term = tn_status(&t).term;
+    uint64_t term = tn_campaign(&t);
     for (int i = 0; i < 20; i++)
         br_raft_tick(t.r);
     tn_ready(&t);
@@ -387,25 +420,13 @@ Test(s5_3_replication, consistency_check_and_hint) {
     struct tnode t;
     tn_init(&t, 1, 3, terms, 4, 3, 0, false, false);
     /* the leader thinks our log has (5, term 3) */
-    tn_step(&t, (struct br_raft_msg){.type = BR_RAFT_MSG_APPEND,
-                                     .from = 2,
-                                     .term = 3,
-                                     .index = 5,
-                                     .log_term = 3,
-                                     .commit = 1});
-    const struct tmsg *m = tn_find(&t, BR_RAFT_MSG_APPEND_RESP, 2);
+    const struct tmsg *m = tn_append(&t, 2, 3, 5, 3, 1, NULL, 0);
     cr_assert(m && (m->flags & BR_RAFT_MSG_F_REJECT));
     cr_assert_eq(m->index, 5);
     cr_assert_eq(m->reject_hint, 5, "our index 5 has term 2 <= 3");
     cr_assert_eq(m->log_term, 2);
     /* beyond our log: the hint is our last index */
-    tn_step(&t, (struct br_raft_msg){.type = BR_RAFT_MSG_APPEND,
-                                     .from = 2,
-                                     .term = 3,
-                                     .index = 9,
-                                     .log_term = 3,
-                                     .commit = 1});
-    m = tn_find(&t, BR_RAFT_MSG_APPEND_RESP, 2);
+    m = tn_append(&t, 2, 3, 9, 3, 1, NULL, 0);
     cr_assert_eq(m->reject_hint, 5);
     tn_free(&t);
 }
@@ -445,15 +466,7 @@ Test(s5_3_replication, conflicting_suffix_is_replaced) {
     uint8_t d = 7;
     struct br_raft_entry e[2] = {{.term = 3, .index = 4, .len = 1, .data = &d},
                                  {.term = 3, .index = 5, .len = 1, .data = &d}};
-    tn_step(&t, (struct br_raft_msg){.type = BR_RAFT_MSG_APPEND,
-                                     .from = 2,
-                                     .term = 3,
-                                     .index = 3,
-                                     .log_term = 1,
-                                     .commit = 1,
-                                     .n_entries = 2,
-                                     .entries = e});
-    const struct tmsg *m = tn_find(&t, BR_RAFT_MSG_APPEND_RESP, 2);
+    const struct tmsg *m = tn_append(&t, 2, 3, 3, 1, 1, e, 2);
     cr_assert(m && !(m->flags & BR_RAFT_MSG_F_REJECT));
     cr_assert_eq(m->index, 5);
     cr_assert_eq(br_raft_memstorage_last_index(t.ms), 5);
@@ -471,14 +484,7 @@ Test(s5_3_replication, follower_commit_is_capped) {
     tn_init(&t, 1, 3, NULL, 0, 2, 0, false, false);
     uint8_t d = 1;
     struct br_raft_entry e = {.term = 2, .index = 2, .len = 1, .data = &d};
-    tn_step(&t, (struct br_raft_msg){.type = BR_RAFT_MSG_APPEND,
-                                     .from = 2,
-                                     .term = 2,
-                                     .index = 1,
-                                     .log_term = 1,
-                                     .commit = 10,
-                                     .n_entries = 1,
-                                     .entries = &e});
+    tn_append(&t, 2, 2, 1, 1, 10, &e, 1);
     cr_assert_eq(tn_status(&t).commit, 2);
     cr_assert_eq(t.applied, 2, "committed entries reach the state machine");
     tn_free(&t);
@@ -504,8 +510,7 @@ Test(s5_3_replication, pipeline_window_and_message_size) {
     tn_elect(&t, 2);
     /* the follower acknowledges the no-op: replicate state */
     uint64_t term = tn_status(&t).term;
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_APPEND_RESP, .from = 2, .term = term, .index = 2});
+    tn_ack(&t, 2, term, 2);
     uint8_t d[60] = {0};
     for (int i = 0; i < 20; i++)
         cr_assert_eq(br_raft_propose(r, d, sizeof(d), NULL, NULL), 0);
@@ -531,8 +536,7 @@ Test(s5_3_replication, leader_counts_itself_only_when_persisted) {
     tn_elect(&t, 3);
     uint64_t term = tn_status(&t).term;
     for (uint64_t f = 2; f <= 3; f++) /* the no-op reached both: replicate state */
-        tn_step(&t, (struct br_raft_msg){
-                        .type = BR_RAFT_MSG_APPEND_RESP, .from = f, .term = term, .index = 2});
+        tn_ack(&t, f, term, 2);
     cr_assert_eq(tn_status(&t).commit, 2);
     uint64_t idx;
     cr_assert_eq(br_raft_propose(t.r, "x", 1, &idx, NULL), 0);
@@ -548,8 +552,7 @@ Test(s5_3_replication, leader_counts_itself_only_when_persisted) {
     br_raft_advance(t.r);
     cr_assert_eq(tn_status(&t).commit, 2, "the leader alone is not a majority");
     /* leader (persisted) + one follower = majority of 3 */
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_APPEND_RESP, .from = 2, .term = term, .index = idx});
+    tn_ack(&t, 2, term, idx);
     cr_assert_eq(tn_status(&t).commit, idx);
     tn_free(&t);
 
@@ -579,19 +582,13 @@ Test(s5_4_safety, vote_denied_to_stale_log) {
     struct tnode t;
     tn_init(&t, 1, 3, terms, 2, 3, 0, false, false);
     /* lower last term, longer log: refused */
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_VOTE, .from = 2, .term = 4, .index = 9, .log_term = 2});
-    const struct tmsg *m = tn_find(&t, BR_RAFT_MSG_VOTE_RESP, 2);
+    const struct tmsg *m = tn_vote(&t, 2, 4, 9, 2);
     cr_assert(m && (m->flags & BR_RAFT_MSG_F_REJECT));
     /* same last term, shorter log: refused */
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_VOTE, .from = 3, .term = 5, .index = 2, .log_term = 3});
-    m = tn_find(&t, BR_RAFT_MSG_VOTE_RESP, 3);
+    m = tn_vote(&t, 3, 5, 2, 3);
     cr_assert(m && (m->flags & BR_RAFT_MSG_F_REJECT));
     /* same last term, same length: granted */
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_VOTE, .from = 3, .term = 6, .index = 3, .log_term = 3});
-    m = tn_find(&t, BR_RAFT_MSG_VOTE_RESP, 3);
+    m = tn_vote(&t, 3, 6, 3, 3);
     cr_assert(m && !(m->flags & BR_RAFT_MSG_F_REJECT));
     tn_free(&t);
 }
@@ -608,11 +605,9 @@ Test(s5_4_safety, no_commit_of_previous_term_by_counting) {
     uint64_t term = tn_status(&t).term;
     cr_assert_eq(term, 4);
     /* follower 2 stores index 2 (term 2) but not yet the no-op */
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_APPEND_RESP, .from = 2, .term = term, .index = 2});
+    tn_ack(&t, 2, term, 2);
     cr_assert_eq(tn_status(&t).commit, 1, "index 2 (term 2) on a majority is not committed");
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_APPEND_RESP, .from = 2, .term = term, .index = 3});
+    tn_ack(&t, 2, term, 3);
     cr_assert_eq(tn_status(&t).commit, 3, "the no-op of term 4 commits both");
     tn_free(&t);
 }
@@ -753,17 +748,24 @@ Test(proposals, batched_into_one_append) {
 /* ================================================================ §6 / §9.6 pre-vote and
  * check-quorum */
 
-/* Thesis §9.6: a node cut off from the cluster does not raise its term
- * with pre-vote, so it does not depose the leader when it returns. */
-Test(prevote, partitioned_node_does_not_disrupt) {
-    struct sim *s = mk(3, true, false);
+/* Three nodes, 1 leading in term *t; 3 is cut off for 100 of its ticks. */
+static struct sim *node_3_cut_off(bool pre_vote, uint64_t *t) {
+    struct sim *s = mk(3, pre_vote, false);
     elect(s, 1);
-    uint64_t t = term_of(s, 1);
+    *t = term_of(s, 1);
     sim_isolate(s, 3);
     for (int i = 0; i < 100; i++) {
         sim_tick(s, 3);
         sim_deliver_all(s, 1000);
     }
+    return s;
+}
+
+/* Thesis §9.6: a node cut off from the cluster does not raise its term
+ * with pre-vote, so it does not depose the leader when it returns. */
+Test(prevote, partitioned_node_does_not_disrupt) {
+    uint64_t t;
+    struct sim *s = node_3_cut_off(true, &t);
     cr_assert_eq(term_of(s, 3), t, "pre-candidate must not bump its term");
     sim_heal(s);
     sim_tick_all(s, 30);
@@ -775,14 +777,8 @@ Test(prevote, partitioned_node_does_not_disrupt) {
 
 /* Without pre-vote the same node does disrupt: the test above can fail. */
 Test(prevote, without_it_the_returning_node_disrupts) {
-    struct sim *s = mk(3, false, false);
-    elect(s, 1);
-    uint64_t t = term_of(s, 1);
-    sim_isolate(s, 3);
-    for (int i = 0; i < 100; i++) {
-        sim_tick(s, 3);
-        sim_deliver_all(s, 1000);
-    }
+    uint64_t t;
+    struct sim *s = node_3_cut_off(false, &t);
     cr_assert_gt(term_of(s, 3), t);
     sim_heal(s);
     sim_tick_all(s, 30);
@@ -799,8 +795,7 @@ Test(check_quorum, isolated_leader_steps_down) {
     sim_isolate(s, 1);
     for (int i = 0; i < 25; i++)
         sim_tick(s, 1);
-    struct br_raft_status st;
-    sim_status(s, 1, &st);
+    struct br_raft_status st = status_of(s, 1);
     cr_assert_neq(st.role, BR_RAFT_LEADER);
     ok(s);
     sim_free(s);
@@ -824,9 +819,7 @@ Test(check_quorum, leader_lease_ignores_votes) {
 Test(read_index, confirmed_by_heartbeat_round) {
     struct sim *s = mk(3, false, false);
     elect(s, 1);
-    uint64_t idx;
-    cr_assert_eq(sim_propose(s, 1, &idx), 0);
-    sim_deliver_all(s, 100000);
+    uint64_t idx = propose_deliver(s, 1, 1);
     cr_assert_eq(br_raft_read_index(sim_raft(s, 1), 77, NULL), 0);
     sim_tick(s, 1); /* process */
     cr_assert_eq(sim_reads_done(s, 1), 0, "not before a majority answered");
@@ -861,8 +854,7 @@ Test(read_index, new_leader_waits_for_its_term) {
     tn_ready(&t);
     cr_assert_null(tn_find(&t, BR_RAFT_MSG_HEARTBEAT, 0), "no round before the no-op commits");
     uint64_t term = tn_status(&t).term;
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_APPEND_RESP, .from = 2, .term = term, .index = 2});
+    tn_ack(&t, 2, term, 2);
     const struct tmsg *hb = tn_find(&t, BR_RAFT_MSG_HEARTBEAT, 2);
     cr_assert_not_null(hb);
     cr_assert_neq(hb->ctx, 0, "the round has an id");
@@ -883,8 +875,7 @@ Test(read_index, old_round_ack_does_not_confirm_newer_request) {
     tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
     tn_elect(&t, 3);
     uint64_t term = tn_status(&t).term;
-    tn_step(&t, (struct br_raft_msg){
-                    .type = BR_RAFT_MSG_APPEND_RESP, .from = 2, .term = term, .index = 2});
+    tn_ack(&t, 2, term, 2);
     cr_assert_eq(br_raft_read_index(t.r, 9, NULL), 0);
     tn_ready(&t);
     const struct tmsg *hb = tn_find(&t, BR_RAFT_MSG_HEARTBEAT, 2);
@@ -910,9 +901,7 @@ Test(read_index, old_round_ack_does_not_confirm_newer_request) {
 Test(read_index, follower_forwards_to_leader) {
     struct sim *s = mk(3, false, false);
     elect(s, 1);
-    uint64_t idx;
-    cr_assert_eq(sim_propose(s, 1, &idx), 0);
-    sim_deliver_all(s, 100000);
+    uint64_t idx = propose_deliver(s, 1, 1);
     uint64_t leader = 0;
     cr_assert_eq(br_raft_read_index(sim_raft(s, 2), 41, &leader), 0);
     cr_assert_eq(leader, 1);
@@ -962,9 +951,7 @@ Test(transfer, hands_over_to_caught_up_follower) {
     struct sim *s = mk(3, true, true);
     elect(s, 1);
     sim_crash(s, 3);
-    for (int i = 0; i < 5; i++)
-        cr_assert_eq(sim_propose(s, 1, NULL), 0);
-    sim_deliver_all(s, 100000);
+    propose_deliver(s, 1, 5);
     sim_restart(s, 3); /* behind: must be caught up first */
     cr_assert_eq(br_raft_transfer_leadership(sim_raft(s, 1), 3), 0);
     uint64_t leader = 0;
@@ -986,8 +973,7 @@ Test(transfer, gives_up_after_election_timeout) {
         sim_tick(s, 1);
         sim_deliver_all(s, 1000);
     }
-    struct br_raft_status st;
-    sim_status(s, 1, &st);
+    struct br_raft_status st = status_of(s, 1);
     cr_assert_eq(st.role, BR_RAFT_LEADER);
     cr_assert_eq(st.lead_transferee, 0);
     cr_assert_eq(sim_propose(s, 1, NULL), 0);
@@ -1002,9 +988,7 @@ Test(snapshot, lagging_follower_catches_up_by_snapshot) {
     struct sim *s = mk(3, false, false);
     elect(s, 1);
     sim_crash(s, 3);
-    for (int i = 0; i < 20; i++)
-        cr_assert_eq(sim_propose(s, 1, NULL), 0);
-    sim_deliver_all(s, 100000);
+    propose_deliver(s, 1, 20);
     sim_compact(s, 1);
     sim_compact(s, 2);
     uint64_t before = sim_delivered(s, BR_RAFT_MSG_SNAPSHOT);
@@ -1024,9 +1008,7 @@ Test(snapshot, lagging_follower_catches_up_by_snapshot) {
 Test(membership, add_learner_then_promote) {
     struct sim *s = mk(3, false, false);
     elect(s, 1);
-    for (int i = 0; i < 5; i++)
-        cr_assert_eq(sim_propose(s, 1, NULL), 0);
-    sim_deliver_all(s, 100000);
+    propose_deliver(s, 1, 5);
     sim_compact(s, 1);
     int id = sim_add_node(s);
     cr_assert_eq(id, 4);
@@ -1045,8 +1027,7 @@ Test(membership, add_learner_then_promote) {
     /* a learner never campaigns */
     for (int i = 0; i < 50; i++)
         sim_tick(s, 4);
-    struct br_raft_status st;
-    sim_status(s, 4, &st);
+    struct br_raft_status st = status_of(s, 4);
     cr_assert_eq(st.role, BR_RAFT_FOLLOWER);
     cc = (struct br_raft_conf_change){.type = BR_RAFT_CC_ADD_VOTER, .node_id = 4};
     cr_assert_eq(br_raft_propose_conf_change(sim_raft(s, 1), &cc, NULL, 0, NULL, NULL), 0);
@@ -1057,9 +1038,7 @@ Test(membership, add_learner_then_promote) {
     /* now 4 voters: the leader needs 3 */
     sim_isolate(s, 2);
     sim_isolate(s, 3);
-    uint64_t idx;
-    cr_assert_eq(sim_propose(s, 1, &idx), 0);
-    sim_deliver_all(s, 100000);
+    uint64_t idx = propose_deliver(s, 1, 1);
     cr_assert_lt(commit_of(s, 1), idx, "1 and 4 are not a majority of 4");
     sim_heal(s);
     sim_tick_all(s, 3);
@@ -1077,8 +1056,7 @@ Test(membership, remove_leader) {
     sim_tick_all(s, 2); /* let the no-op apply */
     cr_assert_eq(br_raft_propose_conf_change(sim_raft(s, 1), &cc, NULL, 0, NULL, NULL), 0);
     sim_tick_all(s, 3);
-    struct br_raft_status st;
-    sim_status(s, 1, &st);
+    struct br_raft_status st = status_of(s, 1);
     cr_assert_neq(st.role, BR_RAFT_LEADER);
     for (int i = 0; i < 100 && !(sim_leader(s) == 2 || sim_leader(s) == 3); i++)
         sim_tick_all(s, 1);

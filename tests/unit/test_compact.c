@@ -118,6 +118,33 @@ static void check(br_engine *e, const model *m, const char *when) {
                  st.disk_bytes, st.live_bytes, st.dead_bytes, st.data_files);
 }
 
+/* Every test gets a fresh store directory (removed after it) and a model in
+ * which every key is absent. */
+static char *tdir;
+static model *md;
+
+static void fixture_init(void) {
+    tdir = tu_tmpdir(criterion_current_test->name);
+    md = calloc(1, sizeof *md);
+    cr_assert(md != NULL);
+    for (int i = 0; i < NKEYS; i++)
+        md->len[i] = -1;
+}
+
+static void fixture_fini(void) {
+    free(md);
+    tu_rmrf(tdir);
+    free(tdir);
+}
+
+TestSuite(compact, .init = fixture_init, .fini = fixture_fini);
+
+/* Closes e (asserting success) and opens dir again. */
+static br_engine *reopen(br_engine *e, const char *dir, const br_engine_options *o) {
+    cr_assert_eq(br_engine_close(e), 0);
+    return open_with(dir, o);
+}
+
 static size_t count_files(const char *dir, const char *suffix) {
     DIR *d = opendir(dir);
     cr_assert(d);
@@ -134,18 +161,16 @@ static size_t count_files(const char *dir, const char *suffix) {
 /* ---- Space and contents ------------------------------------------------------ */
 
 Test(compact, reclaims_overwritten_space_and_keeps_every_value) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
-    br_engine *e = open_with(dir, &o);
-    model *m = calloc(1, sizeof *m);
+    br_engine *e = open_with(tdir, &o);
     for (int round = 0; round < 4; round++)
         for (int i = 0; i < NKEYS; i++)
-            put(e, m, i, (uint64_t)round * 1000 + (uint64_t)i);
+            put(e, md, i, (uint64_t)round * 1000 + (uint64_t)i);
     br_engine_stats before, after;
     br_engine_stats_get(e, &before);
     cr_assert_eq(br_engine_compact(e, 0), 0);
     br_engine_stats_get(e, &after);
-    check(e, m, "after compaction");
+    check(e, md, "after compaction");
     cr_assert_gt(after.compactions, 0);
     cr_assert_gt(after.compact_reclaimed, 0);
     cr_assert_eq(after.compact_running, 0);
@@ -163,10 +188,10 @@ Test(compact, reclaims_overwritten_space_and_keeps_every_value) {
     cr_assert_eq(st2.compactions, after.compactions, "compaction repeated itself");
     cr_assert_eq(br_engine_close(e), 0);
     /* The replaced files are gone from the disk; the outputs got hints. */
-    cr_assert_eq(count_files(dir, ".data"), after.data_files);
-    cr_assert_eq(count_files(dir, ".tmp"), 0);
-    e = open_with(dir, &o);
-    check(e, m, "after reopen");
+    cr_assert_eq(count_files(tdir, ".data"), after.data_files);
+    cr_assert_eq(count_files(tdir, ".tmp"), 0);
+    e = open_with(tdir, &o);
+    check(e, md, "after reopen");
     br_engine_stats st;
     br_engine_stats_get(e, &st);
     cr_assert_eq(st.live_bytes, after.live_bytes);
@@ -174,9 +199,6 @@ Test(compact, reclaims_overwritten_space_and_keeps_every_value) {
     cr_assert_eq(st.disk_bytes, after.disk_bytes);
     cr_assert_eq(st.problems, 0);
     br_engine_close(e);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 typedef struct logcap {
@@ -190,27 +212,22 @@ static void hint_log(void *ctx, br_log_level lvl, const char *msg) {
 }
 
 Test(compact, merge_outputs_get_hint_files_used_at_open) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
-    br_engine *e = open_with(dir, &o);
-    model *m = calloc(1, sizeof *m);
+    br_engine *e = open_with(tdir, &o);
     for (int round = 0; round < 3; round++)
         for (int i = 0; i < NKEYS; i++)
-            put(e, m, i, (uint64_t)round * 7 + (uint64_t)i);
+            put(e, md, i, (uint64_t)round * 7 + (uint64_t)i);
     cr_assert_eq(br_engine_compact(e, 0), 0);
     cr_assert_eq(br_engine_close(e), 0);
     logcap l = {""};
     o.log = hint_log;
     o.log_ctx = &l;
-    e = open_with(dir, &o);
-    check(e, m, "reopen");
+    e = open_with(tdir, &o);
+    check(e, md, "reopen");
     unsigned a = 0, b = 1;
     cr_assert_eq(sscanf(strstr(l.hinted, ": ") + 2, "%u of %u", &a, &b), 2, "%s", l.hinted);
     cr_assert_eq(a, b, "every closed file, merge outputs too, loads from its hint: %s", l.hinted);
     br_engine_close(e);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* Random puts, overwrites and deletes, with compactions of every kind
@@ -218,12 +235,8 @@ Test(compact, merge_outputs_get_hint_files_used_at_open) {
  * equals the model. Partial merges keep tombstones that older files still
  * need; full ones drop them. */
 Test(compact, random_operations_with_compactions_match_a_model) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
-    br_engine *e = open_with(dir, &o);
-    model *m = calloc(1, sizeof *m);
-    for (int i = 0; i < NKEYS; i++)
-        m->len[i] = -1;
+    br_engine *e = open_with(tdir, &o);
     uint64_t rng = 42;
     const uint32_t pcts[] = {0, 10, 30, 60, 90};
     int steps = tu_long() ? 200 : 40;
@@ -234,107 +247,91 @@ Test(compact, random_operations_with_compactions_match_a_model) {
             /* Skewed: low keys change often, so files die unevenly. */
             int i = (int)(rnd(&rng) % (rnd(&rng) % 2 ? 60 : NKEYS));
             if (rnd(&rng) % 4 == 0) {
-                if (m->len[i] >= 0)
-                    del(e, m, i);
+                if (md->len[i] >= 0)
+                    del(e, md, i);
             } else {
-                put(e, m, i, rnd(&rng));
+                put(e, md, i, rnd(&rng));
             }
         }
         uint32_t pct = pcts[rnd(&rng) % 5];
         cr_assert_eq(br_engine_compact(e, pct), 0, "step %d", step);
         char when[64];
         snprintf(when, sizeof when, "step %d after compact(%u)", step, pct);
-        check(e, m, when);
+        check(e, md, when);
         br_engine_stats st;
         br_engine_stats_get(e, &st);
         compactions = st.compactions;
         if (rnd(&rng) % 4 == 0) {
-            cr_assert_eq(br_engine_close(e), 0);
-            e = open_with(dir, &o);
+            e = reopen(e, tdir, &o);
             snprintf(when, sizeof when, "step %d after reopen", step);
-            check(e, m, when);
+            check(e, md, when);
         }
     }
     /* Finally everything: with all files merged, no tombstone is needed. */
     cr_assert_eq(br_engine_compact(e, 0), 0);
-    check(e, m, "final");
-    cr_assert_eq(br_engine_close(e), 0);
-    e = open_with(dir, &o);
-    check(e, m, "final reopen");
+    check(e, md, "final");
+    e = reopen(e, tdir, &o);
+    check(e, md, "final reopen");
     br_engine_close(e);
     fprintf(stderr, "compact random: %d steps, %" PRIu64 " merges in the last session\n", steps,
             compactions);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* A key written once in an old file and deleted in a newer one: merging
  * the newer file alone must keep the tombstone (the old put is outside
  * the merge), merging both may drop both; the key never comes back. */
 Test(compact, tombstones_stay_while_older_copies_exist) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
-    br_engine *e = open_with(dir, &o);
-    model *m = calloc(1, sizeof *m);
-    for (int i = 0; i < NKEYS; i++)
-        m->len[i] = -1;
+    br_engine *e = open_with(tdir, &o);
     /* The first file: keys that are never overwritten, until it is full. */
     br_engine_stats st;
     int next = 0;
     do {
-        put(e, m, next++, 99);
+        put(e, md, next++, 99);
         br_engine_stats_get(e, &st);
     } while (st.data_files == 1);
     cr_assert_gt(next, 60);
     /* The second file: the deletes of 40 of them (under half of the
      * first file) and many overwrites of one key. */
     for (int i = 0; i < 40; i++)
-        del(e, m, i);
+        del(e, md, i);
     for (int r = 0; r < 300; r++)
-        put(e, m, NKEYS - 1, (uint64_t)r);
+        put(e, md, NKEYS - 1, (uint64_t)r);
     /* Picky: the first file is under 60% dead and stays; the second goes,
      * and its tombstones must stay since the puts they hide stay. */
     cr_assert_eq(br_engine_compact(e, 60), 0);
     br_engine_stats_get(e, &st);
     cr_assert_gt(st.compactions, 0);
-    char *first = tu_path(dir, "0000000001.data");
+    char *first = tu_path(tdir, "0000000001.data");
     cr_assert_eq(access(first, F_OK), 0, "the first file was left alone");
-    check(e, m, "after the newer files were merged");
-    cr_assert_eq(br_engine_close(e), 0);
-    e = open_with(dir, &o);
-    check(e, m, "reopen after the partial merge");
+    check(e, md, "after the newer files were merged");
+    e = reopen(e, tdir, &o);
+    check(e, md, "reopen after the partial merge");
     br_engine_stats_get(e, &st);
     uint64_t dead_before = st.dead_bytes;
     /* Everything: the first file and the tombstones go together. */
     cr_assert_eq(br_engine_compact(e, 0), 0);
     cr_assert_neq(access(first, F_OK), 0, "the first file was merged");
-    check(e, m, "after the full merge");
+    check(e, md, "after the full merge");
     br_engine_stats_get(e, &st);
     cr_assert_lt(st.dead_bytes, dead_before, "the full merge dropped the tombstones");
-    cr_assert_eq(br_engine_close(e), 0);
-    e = open_with(dir, &o);
-    check(e, m, "reopen after the full merge");
+    e = reopen(e, tdir, &o);
+    check(e, md, "reopen after the full merge");
     br_engine_close(e);
     free(first);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 Test(compact, store_with_only_deleted_keys_compacts_to_nothing) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
-    br_engine *e = open_with(dir, &o);
-    model *m = calloc(1, sizeof *m);
+    br_engine *e = open_with(tdir, &o);
     for (int i = 0; i < NKEYS; i++)
-        put(e, m, i, 3);
+        put(e, md, i, 3);
     for (int i = 0; i < NKEYS; i++)
-        del(e, m, i);
+        del(e, md, i);
     for (int i = 0; i < 200; i++) /* roll the deletes into closed files */
-        put(e, m, i, 4), del(e, m, i);
+        put(e, md, i, 4), del(e, md, i);
     cr_assert_eq(br_engine_compact(e, 0), 0);
-    check(e, m, "after");
+    check(e, md, "after");
     br_engine_stats st;
     br_engine_stats_get(e, &st);
     cr_assert_eq(st.live_bytes, 0);
@@ -342,14 +339,10 @@ Test(compact, store_with_only_deleted_keys_compacts_to_nothing) {
     cr_assert_eq(br_engine_compact(e, 0), 0);
     br_engine_stats_get(e, &st);
     cr_assert_eq(st.compactions, n, "an empty output is not merged again and again");
-    cr_assert_eq(br_engine_close(e), 0);
-    e = open_with(dir, &o);
-    check(e, m, "reopen");
+    e = reopen(e, tdir, &o);
+    check(e, md, "reopen");
     br_engine_close(e);
-    cr_assert_leq(count_files(dir, ".data"), 3, "what remains: the active file and little else");
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
+    cr_assert_leq(count_files(tdir, ".data"), 3, "what remains: the active file and little else");
 }
 
 /* ---- Concurrency ---------------------------------------------------------------- */
@@ -408,20 +401,16 @@ static void *compactor(void *arg) {
 }
 
 Test(compact, concurrent_writers_readers_and_compactions_match_the_model, .timeout = 240) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
     o.compact_dead_pct = 20; /* the background thread too */
     o.compact_interval_ms = 1;
-    br_engine *e = open_with(dir, &o);
-    model *m = calloc(1, sizeof *m);
-    for (int i = 0; i < NKEYS; i++)
-        m->len[i] = -1;
+    br_engine *e = open_with(tdir, &o);
     atomic_int stop = 0;
     conc w[4], r = {.e = e, .stop = &stop}, cp = {.e = e, .stop = &stop};
     pthread_t tw[4], tr, tc;
     int ops = tu_long() ? 40000 : 6000;
     for (int t = 0; t < 4; t++) {
-        w[t] = (conc){.e = e, .t = t, .ops = ops, .m = m, .stop = &stop};
+        w[t] = (conc){.e = e, .t = t, .ops = ops, .m = md, .stop = &stop};
         cr_assert_eq(pthread_create(&tw[t], NULL, writer, &w[t]), 0);
     }
     cr_assert_eq(pthread_create(&tr, NULL, reader, &r), 0);
@@ -436,46 +425,40 @@ Test(compact, concurrent_writers_readers_and_compactions_match_the_model, .timeo
     br_engine_stats st;
     br_engine_stats_get(e, &st);
     cr_assert_gt(st.compactions, 0);
-    check(e, m, "after the run");
+    check(e, md, "after the run");
     cr_assert_eq(br_engine_compact(e, 0), 0);
-    check(e, m, "after a last compaction");
-    cr_assert_eq(br_engine_close(e), 0);
-    e = open_with(dir, &o);
-    check(e, m, "after reopen");
+    check(e, md, "after a last compaction");
+    e = reopen(e, tdir, &o);
+    check(e, md, "after reopen");
     br_engine_close(e);
     fprintf(stderr, "compact concurrent: %d ops per writer, %" PRIu64 " merges\n", ops,
             st.compactions);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* An iterator holds pins on the files of its page: a merge replaces them
  * under it, the values it returns stay right, and the files are deleted
  * only after it lets go. */
 Test(compact, replaced_files_live_until_readers_let_go) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
-    br_engine *e = open_with(dir, &o);
-    model *m = calloc(1, sizeof *m);
+    br_engine *e = open_with(tdir, &o);
     for (int round = 0; round < 3; round++)
         for (int i = 0; i < NKEYS; i++)
-            put(e, m, i, (uint64_t)round);
+            put(e, md, i, (uint64_t)round);
     br_iter *it;
     cr_assert_eq(br_engine_iter(e, NULL, 0, NULL, 0, 0, &it), 0);
     const void *k, *v;
     size_t kl, vl;
     cr_assert_eq(br_iter_next(it, &k, &kl, &v, &vl), 1);
-    size_t files_before = count_files(dir, ".data");
+    size_t files_before = count_files(tdir, ".data");
     cr_assert_eq(br_engine_compact(e, 0), 0);
-    size_t files_pinned = count_files(dir, ".data");
+    size_t files_pinned = count_files(tdir, ".data");
     cr_assert_geq(files_pinned, files_before - 1, "pinned inputs stay on disk");
     int i = 0, rc;
     do {
         char want[32];
         keyname(want, sizeof want, i);
         cr_assert(kl == strlen(want) && memcmp(k, want, kl) == 0);
-        cr_assert(vl == (size_t)m->len[i] && memcmp(v, m->val[i], vl) == 0, "key %d", i);
+        cr_assert(vl == (size_t)md->len[i] && memcmp(v, md->val[i], vl) == 0, "key %d", i);
         i++;
     } while ((rc = br_iter_next(it, &k, &kl, &v, &vl)) == 1);
     cr_assert_eq(rc, 0);
@@ -486,16 +469,13 @@ Test(compact, replaced_files_live_until_readers_let_go) {
     for (int tries = 0;; tries++) {
         cr_assert_eq(br_engine_compact(e, 0), 0);
         br_engine_stats_get(e, &st);
-        if (count_files(dir, ".data") == st.data_files || tries == 500)
+        if (count_files(tdir, ".data") == st.data_files || tries == 500)
             break;
         usleep(10000);
     }
-    cr_assert_eq(count_files(dir, ".data"), st.data_files);
+    cr_assert_eq(count_files(tdir, ".data"), st.data_files);
     cr_assert_lt(st.data_files, files_before);
     br_engine_close(e);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* ---- Crashes in the middle of a merge ------------------------------------------ */
@@ -505,6 +485,32 @@ static int crash_step;
 static void crash_hook(int step) {
     if (step == crash_step)
         _exit(0);
+}
+
+/* Waits for child pid and asserts that it exited with status 0. */
+static void wait_child_ok(pid_t pid, const char *what) {
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s (status %d)", what, status);
+}
+
+/* A child process opens dir, merges everything and ends itself when the
+ * merge reaches `step` (a crash there); asserts that it got there. */
+static void crash_merge_at(const char *dir, const br_engine_options *o, int step) {
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        crash_step = step;
+        br_compact_test_hook = crash_hook;
+        br_engine *e;
+        if (br_engine_open(dir, o, &e, NULL, 0) != 0)
+            _exit(2);
+        br_engine_compact(e, 0);
+        _exit(3); /* the hook should have ended the process */
+    }
+    char what[64];
+    snprintf(what, sizeof what, "step %d: the child did not reach the step", step);
+    wait_child_ok(pid, what);
 }
 
 /* Builds the store the crash tests merge: old puts, newer deletes of half
@@ -526,40 +532,23 @@ static void build_history(const char *dir, const br_engine_options *o, model *m)
 }
 
 Test(compact, a_crash_at_every_step_of_a_merge_changes_nothing) {
+    br_engine_options o = small_opts();
     for (int step = BR_COMPACT_STEP_COPIED; step <= BR_COMPACT_STEP_DELETED_ONE; step++) {
         char *dir = tu_tmpdir("compact-crash");
-        br_engine_options o = small_opts();
-        model *m = calloc(1, sizeof *m);
-        build_history(dir, &o, m);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-            crash_step = step;
-            br_compact_test_hook = crash_hook;
-            br_engine *e;
-            if (br_engine_open(dir, &o, &e, NULL, 0) != 0)
-                _exit(2);
-            br_engine_compact(e, 0);
-            _exit(3); /* the hook should have ended the process */
-        }
-        int status;
-        cr_assert_eq(waitpid(pid, &status, 0), pid);
-        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "step %d: the child did not reach the step (status %d)", step, status);
+        build_history(dir, &o, md);
+        crash_merge_at(dir, &o, step);
         char when[64];
         snprintf(when, sizeof when, "reopen after a crash at merge step %d", step);
         br_engine *e = open_with(dir, &o);
-        check(e, m, when);
+        check(e, md, when);
         cr_assert_eq(count_files(dir, ".data.tmp"), 0, "%s: a half-written output is removed",
                      when);
         /* The store goes on: another full compaction and reopen. */
         cr_assert_eq(br_engine_compact(e, 0), 0);
-        check(e, m, when);
-        cr_assert_eq(br_engine_close(e), 0);
-        e = open_with(dir, &o);
-        check(e, m, when);
+        check(e, md, when);
+        e = reopen(e, dir, &o);
+        check(e, md, when);
         br_engine_close(e);
-        free(m);
         tu_rmrf(dir);
         free(dir);
     }
@@ -568,37 +557,16 @@ Test(compact, a_crash_at_every_step_of_a_merge_changes_nothing) {
 /* The worst order a crash could leave: the merge is committed but of its
  * inputs only the ones holding tombstones are gone, the older puts they
  * hid are still there. The output's input list keeps those puts out. */
-static int wait_hook_step;
-static void stop_before_delete(int step) {
-    if (step == wait_hook_step)
-        _exit(0);
-}
-
 Test(compact, committed_merge_hides_leftover_inputs_in_any_order) {
-    char *dir = tu_tmpdir("compact-order");
     br_engine_options o = small_opts();
-    model *m = calloc(1, sizeof *m);
-    build_history(dir, &o, m);
-    size_t before = count_files(dir, ".data");
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        wait_hook_step = BR_COMPACT_STEP_ADOPTED;
-        br_compact_test_hook = stop_before_delete;
-        br_engine *e;
-        if (br_engine_open(dir, &o, &e, NULL, 0) != 0)
-            _exit(2);
-        br_engine_compact(e, 0);
-        _exit(3);
-    }
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    build_history(tdir, &o, md);
+    size_t before = count_files(tdir, ".data");
+    crash_merge_at(tdir, &o, BR_COMPACT_STEP_ADOPTED);
     /* Inputs and output all on disk. Delete the newest inputs (deletes,
      * overwrites), keep the oldest (the first puts). */
-    size_t after = count_files(dir, ".data");
+    size_t after = count_files(tdir, ".data");
     cr_assert_gt(after, before, "the output was committed");
-    DIR *d = opendir(dir);
+    DIR *d = opendir(tdir);
     unsigned ids[4096];
     size_t n = 0;
     struct dirent *de;
@@ -621,17 +589,14 @@ Test(compact, committed_merge_hides_leftover_inputs_in_any_order) {
     cr_assert_geq(n, 4);
     for (size_t i = 1; i + 2 < n; i++) {
         char name[1024];
-        snprintf(name, sizeof name, "%s/%010u.data", dir, ids[i]);
+        snprintf(name, sizeof name, "%s/%010u.data", tdir, ids[i]);
         cr_assert_eq(unlink(name), 0, "%s: %s", name, strerror(errno));
-        snprintf(name, sizeof name, "%s/%010u.hint", dir, ids[i]);
+        snprintf(name, sizeof name, "%s/%010u.hint", tdir, ids[i]);
         unlink(name);
     }
-    br_engine *e = open_with(dir, &o);
-    check(e, m, "reopen with the oldest input left over");
+    br_engine *e = open_with(tdir, &o);
+    check(e, md, "reopen with the oldest input left over");
     br_engine_close(e);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* Pacing at a rate that never allows progress (the clock stands still):
@@ -641,15 +606,13 @@ static uint64_t frozen_clock(void) {
 }
 
 Test(compact, close_abandons_a_paced_merge, .timeout = 60) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
-    model *m = calloc(1, sizeof *m);
-    build_history(dir, &o, m);
+    build_history(tdir, &o, md);
     o.compact_dead_pct = 1;
     o.compact_interval_ms = 1;
     o.compact_rate = 1; /* one byte a second */
     o.clock_ms = frozen_clock;
-    br_engine *e = open_with(dir, &o);
+    br_engine *e = open_with(tdir, &o);
     br_engine_stats st;
     for (int i = 0; i < 2000; i++) { /* until the thread is inside a merge */
         br_engine_stats_get(e, &st);
@@ -659,28 +622,23 @@ Test(compact, close_abandons_a_paced_merge, .timeout = 60) {
     }
     cr_assert_eq(st.compact_running, 1, "the compaction thread started a merge");
     cr_assert_eq(br_engine_close(e), 0);
-    cr_assert_eq(count_files(dir, ".data.tmp"), 0);
+    cr_assert_eq(count_files(tdir, ".data.tmp"), 0);
     o = small_opts();
-    e = open_with(dir, &o);
-    check(e, m, "after the abandoned merge");
+    e = open_with(tdir, &o);
+    check(e, md, "after the abandoned merge");
     br_engine_stats_get(e, &st);
     cr_assert_eq(st.problems, 0);
     br_engine_close(e);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* A bad record in an input: that merge is refused with BR_ECORRUPT,
  * nothing changes, and the error is logged with the file. */
 Test(compact, corrupt_input_refuses_the_merge_and_changes_nothing) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
-    model *m = calloc(1, sizeof *m);
-    build_history(dir, &o, m);
+    build_history(tdir, &o, md);
     /* Damage a value byte in the oldest data file; its hint lets open
      * skip reading it. */
-    char *p = tu_path(dir, "0000000001.data");
+    char *p = tu_path(tdir, "0000000001.data");
     int fd = open(p, O_RDWR);
     cr_assert_geq(fd, 0);
     uint8_t b;
@@ -688,33 +646,28 @@ Test(compact, corrupt_input_refuses_the_merge_and_changes_nothing) {
     b ^= 0x40;
     cr_assert_eq(pwrite(fd, &b, 1, 200), 1);
     close(fd);
-    br_engine *e = open_with(dir, &o);
+    br_engine *e = open_with(tdir, &o);
     br_engine_stats st0, st1;
     br_engine_stats_get(e, &st0);
     cr_assert_eq(br_engine_compact(e, 0), BR_ECORRUPT);
     br_engine_stats_get(e, &st1);
     cr_assert_eq(st1.keys, st0.keys);
-    cr_assert_eq(count_files(dir, ".data.tmp"), 0);
+    cr_assert_eq(count_files(tdir, ".data.tmp"), 0);
     cr_assert_eq(access(p, F_OK), 0, "the damaged file is still there");
     br_engine_close(e);
     free(p);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* The operator's trigger: br_engine_compact_start returns at once and the
  * compaction thread does the work (even with background compaction off);
  * bad arguments are refused and change nothing. */
 Test(compact, compact_start_hands_the_work_to_the_thread, .timeout = 60) {
-    char *dir = tu_tmpdir("compact");
     br_engine_options o = small_opts();
     o.compact_interval_ms = 60000; /* only the request wakes it */
-    br_engine *e = open_with(dir, &o);
-    model *m = calloc(1, sizeof *m);
+    br_engine *e = open_with(tdir, &o);
     for (int round = 0; round < 3; round++)
         for (int i = 0; i < NKEYS; i++)
-            put(e, m, i, (uint64_t)round);
+            put(e, md, i, (uint64_t)round);
     cr_assert_eq(br_engine_compact_start(e, 101), BR_EINVAL);
     br_engine_stats st;
     br_engine_stats_get(e, &st);
@@ -727,16 +680,13 @@ Test(compact, compact_start_hands_the_work_to_the_thread, .timeout = 60) {
         usleep(1000);
     }
     cr_assert_gt(st.compactions, 0, "the thread ran the requested compaction");
-    check(e, m, "after a requested compaction");
+    check(e, md, "after a requested compaction");
     br_engine_close(e);
     o.read_only = 1;
-    e = open_with(dir, &o);
+    e = open_with(tdir, &o);
     cr_assert_eq(br_engine_compact_start(e, 0), BR_EREADONLY);
     cr_assert_eq(br_engine_compact(e, 0), BR_EREADONLY);
     br_engine_close(e);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /*
@@ -749,24 +699,20 @@ Test(compact, compact_start_hands_the_work_to_the_thread, .timeout = 60) {
  * a crash (the child exits with the iterator open).
  */
 Test(compact, files_replaced_twice_while_pinned_stay_replaced) {
-    char *dir = tu_tmpdir("compact-chain");
     br_engine_options o = small_opts();
-    model *m = calloc(1, sizeof *m);
+    br_engine *e = open_with(tdir, &o);
     for (int i = 0; i < NKEYS; i++)
-        m->len[i] = -1;
-    br_engine *e = open_with(dir, &o);
-    for (int i = 0; i < NKEYS; i++)
-        put(e, m, i, 50);
+        put(e, md, i, 50);
     for (int i = 0; i < NKEYS; i += 2)
-        del(e, m, i);
+        del(e, md, i);
     for (int i = 0; i < 200; i++) /* the deletes into closed files */
-        put(e, m, NKEYS - 1, (uint64_t)i + 300);
+        put(e, md, NKEYS - 1, (uint64_t)i + 300);
     cr_assert_eq(br_engine_close(e), 0);
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
         br_engine *c;
-        if (br_engine_open(dir, &o, &c, NULL, 0) != 0)
+        if (br_engine_open(tdir, &o, &c, NULL, 0) != 0)
             _exit(2);
         /* Pin the first file: a page of keys whose records lie in it. */
         br_iter *it;
@@ -786,10 +732,8 @@ Test(compact, files_replaced_twice_while_pinned_stay_replaced) {
             _exit(5);
         _exit(0); /* a crash: the iterator still pins the first file */
     }
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
-    e = open_with(dir, &o);
+    wait_child_ok(pid, "the child did not get through both merges");
+    e = open_with(tdir, &o);
     char k[32];
     for (int i = 0; i < NKEYS; i += 2) {
         keyname(k, sizeof k, i);
@@ -798,7 +742,4 @@ Test(compact, files_replaced_twice_while_pinned_stay_replaced) {
         cr_assert_eq(rc, BR_ENOTFOUND, "deleted %s came back (%s)", k, br_strerror(rc));
     }
     br_engine_close(e);
-    free(m);
-    tu_rmrf(dir);
-    free(dir);
 }

@@ -113,6 +113,38 @@ static void close_ok(br_engine *e) {
     cr_assert_eq(rc, 0, "br_engine_close: %s", br_errname(rc));
 }
 
+/* Closes e and opens dir again. */
+static br_engine *reopen(br_engine *e, const char *dir, const br_engine_options *o) {
+    close_ok(e);
+    return open_ok(dir, o);
+}
+
+/* Default options but for the data file size cap. */
+static br_engine_options opts(uint64_t max_file_size) {
+    br_engine_options o;
+    br_engine_options_init(&o);
+    o.max_file_size = max_file_size;
+    return o;
+}
+
+/* The same without fsync (BR_SYNC_NEVER). */
+static br_engine_options opts_nosync(uint64_t max_file_size) {
+    br_engine_options o = opts(max_file_size);
+    o.sync = BR_SYNC_NEVER;
+    return o;
+}
+
+/* Opens dir expecting the error `want`: no engine comes back, and err holds
+ * the engine's message. */
+static void open_fails(const char *dir, const br_engine_options *o, int want, char *err,
+                       size_t errlen, const char *what) {
+    br_engine *e = NULL;
+    err[0] = 0;
+    int rc = br_engine_open(dir, o, &e, err, errlen);
+    cr_assert_eq(rc, want, "%s: open gave %s (%s)", what, br_errname(rc), err);
+    cr_assert(e == NULL);
+}
+
 static void put_ok(br_engine *e, const void *k, size_t kl, const void *v, size_t vl) {
     int rc = br_engine_put(e, k, kl, v, vl);
     cr_assert_eq(rc, 0, "put(%.*s): %s", (int)kl, (const char *)k, br_errname(rc));
@@ -149,6 +181,20 @@ static void expect_absent(br_engine *e, const void *k, size_t kl, const char *ct
                  rc == 0 ? (const char *)got : "");
     free(got);
 }
+
+/* Every test gets a fresh store directory, removed after it. */
+static char *tdir;
+
+static void tdir_make(void) {
+    tdir = tu_tmpdir(criterion_current_test->name);
+}
+
+static void tdir_remove(void) {
+    tu_rmrf(tdir);
+    free(tdir);
+}
+
+TestSuite(recovery, .init = tdir_make, .fini = tdir_remove);
 
 /* ---- Files ------------------------------------------------------------------ */
 
@@ -371,6 +417,12 @@ static void m_free(model *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* Writes k = v into both the store and the model. */
+static void put_both(br_engine *e, model *m, const void *k, size_t kl, const void *v, size_t vl) {
+    put_ok(e, k, kl, v, vl);
+    m_put(m, k, kl, v, vl);
+}
+
 /* Checks that the store holds exactly the model: a full range, a get of
  * every key, and the live key count. */
 static void check_store(br_engine *e, const model *m, const char *ctx) {
@@ -460,11 +512,9 @@ static void t_apply_model(model *m, const t_op *op) {
  * a new write is accepted, and that it survives another reopen.
  */
 static void torn_run(const char *name, const t_op *ops, size_t nops, size_t first_cut) {
-    char *dir = tu_tmpdir(name);
+    const char *dir = tdir;
     logcap lc = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 1u << 20;
+    br_engine_options o = opts(1u << 20);
     o.log = log_sink;
     o.log_ctx = &lc;
 
@@ -553,8 +603,7 @@ static void torn_run(const char *name, const t_op *ops, size_t nops, size_t firs
             /* The store takes new writes after the cut, and keeps them. */
             put_s(e, "after-cut", ctx);
             m_put(&md, "after-cut", 9, ctx, strlen(ctx));
-            close_ok(e);
-            e = open_ok(dir, &o);
+            e = reopen(e, dir, &o);
             check_store(e, &md, ctx);
             close_ok(e);
             m_free(&md);
@@ -564,8 +613,6 @@ static void torn_run(const char *name, const t_op *ops, size_t nops, size_t firs
     cr_assert(cuts > 10);
     free(newest);
     snap_free(&snap);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* ---- Torn tails ------------------------------------------------------------ */
@@ -691,36 +738,49 @@ static size_t flip_value_byte(const char *dir, unsigned id, size_t rec, size_t *
     return off;
 }
 
-Test(recovery, corrupt_closed_file) {
-    char *dir = tu_tmpdir("corrupt_closed");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 4096;
-    o.sync = BR_SYNC_NEVER;
-    const int nkeys = 300;
+/* Writes keys 0..nkeys-1 (corrupt_key, corrupt_val) into the store at dir
+ * and closes it. Returns the number of data files; *newest gets the highest
+ * id. */
+static unsigned fill_corrupt(const char *dir, const br_engine_options *o, int nkeys,
+                             unsigned *newest) {
     char k[64], v[128];
-    br_engine *e = open_ok(dir, &o);
+    br_engine *e = open_ok(dir, o);
     for (int i = 0; i < nkeys; i++) {
         corrupt_key(k, sizeof k, i);
         corrupt_val(v, sizeof v, i);
         put_s(e, k, v);
     }
     close_ok(e);
-    cr_assert(count_data_files(dir, NULL) >= 3, "expected several data files");
+    return count_data_files(dir, newest);
+}
+
+/* Expects key i of fill_corrupt to hold its value. */
+static void expect_corrupt_kv(br_engine *e, int i, const char *ctx) {
+    char k[64], v[128];
+    corrupt_key(k, sizeof k, i);
+    corrupt_val(v, sizeof v, i);
+    expect_val(e, k, strlen(k), v, strlen(v), ctx);
+}
+
+Test(recovery, corrupt_closed_file) {
+    br_engine_options o = opts_nosync(4096);
+    const int nkeys = 300;
+    char k[64];
+    cr_assert(fill_corrupt(tdir, &o, nkeys, NULL) >= 3, "expected several data files");
 
     char bad_key[64];
     size_t byte_off;
-    size_t rec_off = flip_value_byte(dir, 1, 3, &byte_off, bad_key, sizeof bad_key);
+    size_t rec_off = flip_value_byte(tdir, 1, 3, &byte_off, bad_key, sizeof bad_key);
 
     /* With its hint file, open does not read the data file: the damage is
      * found when the record is read, an error naming file and offset. */
-    char *hint = tu_path(dir, "0000000001.hint");
+    char *hint = tu_path(tdir, "0000000001.hint");
     cr_assert(access(hint, F_OK) == 0, "close left no hint file for a closed data file");
     logcap hlc = {.mu = PTHREAD_MUTEX_INITIALIZER};
     br_engine_options ho = o;
     ho.log = log_sink;
     ho.log_ctx = &hlc;
-    e = open_ok(dir, &ho);
+    br_engine *e = open_ok(tdir, &ho);
     void *hv = NULL;
     size_t hl;
     cr_assert_eq(br_engine_get(e, bad_key, strlen(bad_key), &hv, &hl), BR_ECORRUPT,
@@ -730,20 +790,16 @@ Test(recovery, corrupt_closed_file) {
                   mentions_offset(hlc.text, rec_off, byte_off),
               "the log does not name file and offset: '%s'", hlc.text);
     corrupt_key(k, sizeof k, 0);
-    corrupt_val(v, sizeof v, 0);
     if (strcmp(k, bad_key) != 0)
-        expect_val(e, k, strlen(k), v, strlen(v), "beside a damaged record");
+        expect_corrupt_kv(e, 0, "beside a damaged record");
     close_ok(e);
 
     /* Without it, open scans the data file and refuses it. */
     cr_assert_eq(unlink(hint), 0);
     free(hint);
-    char err[512] = "";
-    e = NULL;
-    int rc = br_engine_open(dir, &o, &e, err, sizeof err);
-    cr_assert_eq(rc, BR_ECORRUPT, "open of a store with a bad record in a closed file: %s (%s)",
-                 br_errname(rc), err);
-    cr_assert(e == NULL);
+    char err[512];
+    open_fails(tdir, &o, BR_ECORRUPT, err, sizeof err,
+               "a store with a bad record in a closed file");
     cr_assert(strstr(err, "0000000001.data") != NULL, "err does not name the file: '%s'", err);
     cr_assert(mentions_offset(err, rec_off, byte_off),
               "err does not name the offset (record at %zu, byte %zu): '%s'", rec_off, byte_off,
@@ -754,57 +810,39 @@ Test(recovery, corrupt_closed_file) {
     o.repair = 1;
     o.log = log_sink;
     o.log_ctx = &lc;
-    e = open_ok(dir, &o);
+    e = open_ok(tdir, &o);
     cr_assert(lc.warn_or_worse > 0, "repair dropped a record without logging it");
     for (int i = 0; i < nkeys; i++) {
         corrupt_key(k, sizeof k, i);
-        corrupt_val(v, sizeof v, i);
         if (strcmp(k, bad_key) == 0) {
             void *got = NULL;
             size_t gl;
-            rc = br_engine_get(e, k, strlen(k), &got, &gl);
+            int rc = br_engine_get(e, k, strlen(k), &got, &gl);
             cr_assert(rc == BR_ENOTFOUND || rc == BR_ECORRUPT,
                       "the damaged key %s reads as %s '%.*s'", k, br_errname(rc),
                       rc == 0 ? (int)gl : 0, rc == 0 ? (const char *)got : "");
             free(got);
             continue;
         }
-        expect_val(e, k, strlen(k), v, strlen(v), "after repair");
+        expect_corrupt_kv(e, i, "after repair");
     }
     put_s(e, "after-repair", "yes");
     expect_val(e, "after-repair", 12, "yes", 3, "after repair");
     close_ok(e);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 Test(recovery, corrupt_middle_of_newest_file) {
-    char *dir = tu_tmpdir("corrupt_newest");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 1u << 20;
+    br_engine_options o = opts(1u << 20);
     const int nkeys = 40;
-    char k[64], v[128];
-    br_engine *e = open_ok(dir, &o);
-    for (int i = 0; i < nkeys; i++) {
-        corrupt_key(k, sizeof k, i);
-        corrupt_val(v, sizeof v, i);
-        put_s(e, k, v);
-    }
-    close_ok(e);
     unsigned id;
-    cr_assert_eq(count_data_files(dir, &id), 1);
+    cr_assert_eq(fill_corrupt(tdir, &o, nkeys, &id), 1);
 
     /* Record 20 is bad, valid records follow: that is not a torn tail. */
     char bad_key[64];
     size_t byte_off;
-    size_t rec_off = flip_value_byte(dir, id, 20, &byte_off, bad_key, sizeof bad_key);
-    char err[512] = "";
-    e = NULL;
-    int rc = br_engine_open(dir, &o, &e, err, sizeof err);
-    cr_assert_eq(rc, BR_ECORRUPT, "bad record followed by valid ones: open gave %s (%s)",
-                 br_errname(rc), err);
-    cr_assert(e == NULL);
+    size_t rec_off = flip_value_byte(tdir, id, 20, &byte_off, bad_key, sizeof bad_key);
+    char err[512];
+    open_fails(tdir, &o, BR_ECORRUPT, err, sizeof err, "bad record followed by valid ones");
     char fname[32];
     snprintf(fname, sizeof fname, "%010u.data", id);
     cr_assert(strstr(err, fname) != NULL, "err does not name %s: '%s'", fname, err);
@@ -814,41 +852,33 @@ Test(recovery, corrupt_middle_of_newest_file) {
 
     /* Repair cuts the file at the bad record: the 20 before it survive. */
     o.repair = 1;
-    e = open_ok(dir, &o);
+    br_engine *e = open_ok(tdir, &o);
     for (int i = 0; i < nkeys; i++) {
+        char k[64];
         corrupt_key(k, sizeof k, i);
-        corrupt_val(v, sizeof v, i);
         if (i < 20)
-            expect_val(e, k, strlen(k), v, strlen(v), "repaired newest file");
+            expect_corrupt_kv(e, i, "repaired newest file");
         else
             expect_absent(e, k, strlen(k), "repaired newest file (cut records)");
     }
     put_s(e, "after-repair", "yes");
-    close_ok(e);
 
     /* The cut is on disk: a plain open now succeeds and keeps the new write. */
     o.repair = 0;
-    e = open_ok(dir, &o);
+    e = reopen(e, tdir, &o);
     expect_val(e, "after-repair", 12, "yes", 3, "reopen after repair");
-    corrupt_key(k, sizeof k, 19);
-    corrupt_val(v, sizeof v, 19);
-    expect_val(e, k, strlen(k), v, strlen(v), "reopen after repair");
+    expect_corrupt_kv(e, 19, "reopen after repair");
     close_ok(e);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* The same with numbered writes that skip numbers, as cluster mode writes
  * them (Raft entries that write nothing take numbers too): the records
  * after the damage are still recognized as the store's own. */
 Test(recovery, corrupt_middle_of_newest_file_with_numbered_writes) {
-    char *dir = tu_tmpdir("corrupt_newest_seq");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 1u << 20;
+    br_engine_options o = opts(1u << 20);
     const int nkeys = 40;
     char k[64], v[128];
-    br_engine *e = open_ok(dir, &o);
+    br_engine *e = open_ok(tdir, &o);
     br_batch *b = br_batch_new();
     for (int i = 0; i < nkeys; i++) {
         corrupt_key(k, sizeof k, i);
@@ -860,25 +890,18 @@ Test(recovery, corrupt_middle_of_newest_file_with_numbered_writes) {
     br_batch_free(b);
     close_ok(e);
     unsigned id;
-    cr_assert_eq(count_data_files(dir, &id), 1);
+    cr_assert_eq(count_data_files(tdir, &id), 1);
     char bad_key[64];
     size_t byte_off;
-    flip_value_byte(dir, id, 20, &byte_off, bad_key, sizeof bad_key);
-    char err[512] = "";
-    e = NULL;
-    int rc = br_engine_open(dir, &o, &e, err, sizeof err);
-    cr_assert_eq(rc, BR_ECORRUPT, "bad record followed by valid numbered ones: open gave %s (%s)",
-                 br_errname(rc), err);
-    cr_assert(e == NULL);
+    flip_value_byte(tdir, id, 20, &byte_off, bad_key, sizeof bad_key);
+    char err[512];
+    open_fails(tdir, &o, BR_ECORRUPT, err, sizeof err,
+               "bad record followed by valid numbered ones");
     /* Repair cuts the file at the bad record: the 20 before it survive. */
     o.repair = 1;
-    e = open_ok(dir, &o);
-    corrupt_key(k, sizeof k, 19);
-    corrupt_val(v, sizeof v, 19);
-    expect_val(e, k, strlen(k), v, strlen(v), "repaired newest file");
+    e = open_ok(tdir, &o);
+    expect_corrupt_kv(e, 19, "repaired newest file");
     close_ok(e);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /*
@@ -900,22 +923,12 @@ Test(recovery, corrupt_length_in_middle_of_newest_file) {
         {"key length inflated past the file", 4, 0x00800007},
     };
     static char failures[4096];
+    br_engine_options o = opts(1u << 20);
+    const int nkeys = 40;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         char *dir = tu_tmpdir("corrupt_length");
-        br_engine_options o;
-        br_engine_options_init(&o);
-        o.max_file_size = 1u << 20;
-        const int nkeys = 40;
-        char k[64], v[128];
-        br_engine *e = open_ok(dir, &o);
-        for (int i = 0; i < nkeys; i++) {
-            corrupt_key(k, sizeof k, i);
-            corrupt_val(v, sizeof v, i);
-            put_s(e, k, v);
-        }
-        close_ok(e);
         unsigned id;
-        cr_assert_eq(count_data_files(dir, &id), 1);
+        cr_assert_eq(fill_corrupt(dir, &o, nkeys, &id), 1);
         char *p = data_path(dir, id);
         size_t len;
         uint8_t *img = read_file(p, &len);
@@ -930,10 +943,11 @@ Test(recovery, corrupt_length_in_middle_of_newest_file) {
         free(p);
 
         char err[512] = "";
-        e = NULL;
+        br_engine *e = NULL;
         int rc = br_engine_open(dir, &o, &e, err, sizeof err);
         size_t fl = strlen(failures);
         if (rc == 0) {
+            char k[64];
             corrupt_key(k, sizeof k, nkeys - 1);
             void *got = NULL;
             size_t gl;
@@ -960,42 +974,31 @@ Test(recovery, corrupt_length_in_middle_of_newest_file) {
 /* ---- Deletes across restarts ----------------------------------------------- */
 
 Test(recovery, delete_survives_restart) {
-    char *dir = tu_tmpdir("delete_restart");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     put_s(e, "gone", "v1");
     put_s(e, "kept", "v1");
     del_s(e, "gone");
     expect_absent(e, "gone", 4, "before restart");
     cr_assert_eq(br_engine_delete(e, "gone", 4), BR_ENOTFOUND);
     cr_assert_eq(br_engine_delete(e, "never", 5), BR_ENOTFOUND);
-    close_ok(e);
-
-    e = open_ok(dir, NULL);
+    e = reopen(e, tdir, NULL);
     expect_absent(e, "gone", 4, "after restart");
     expect_val(e, "kept", 4, "v1", 2, "after restart");
     cr_assert_eq(br_engine_delete(e, "gone", 4), BR_ENOTFOUND);
     /* Put back after a delete: the new value wins over the tombstone. */
     put_s(e, "gone", "v2");
-    close_ok(e);
-
-    e = open_ok(dir, NULL);
+    e = reopen(e, tdir, NULL);
     expect_val(e, "gone", 4, "v2", 2, "put after delete, restart");
     br_engine_stats st;
     br_engine_stats_get(e, &st);
     cr_assert_eq(st.keys, 2);
     close_ok(e);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 Test(recovery, delete_in_later_file_survives_restart) {
-    char *dir = tu_tmpdir("delete_later_file");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 4096;
-    o.sync = BR_SYNC_NEVER;
+    br_engine_options o = opts_nosync(4096);
     char k[32], v[128];
-    br_engine *e = open_ok(dir, &o);
+    br_engine *e = open_ok(tdir, &o);
     put_s(e, "victim", "in-file-1");
     put_s(e, "victim2", "in-file-1");
     for (int i = 0; i < 100; i++) { /* several files of filler */
@@ -1013,10 +1016,10 @@ Test(recovery, delete_in_later_file_survives_restart) {
     del_s(e, "victim2");
     close_ok(e);
     unsigned hi;
-    cr_assert(count_data_files(dir, &hi) >= 3, "expected the delete in a later file");
+    cr_assert(count_data_files(tdir, &hi) >= 3, "expected the delete in a later file");
 
     for (int round = 0; round < 2; round++) {
-        e = open_ok(dir, &o);
+        e = open_ok(tdir, &o);
         expect_absent(e, "victim", 6, "delete in a later file");
         expect_absent(e, "victim2", 7, "delete in a later file");
         expect_val(e, "filler000", 9,
@@ -1026,8 +1029,6 @@ Test(recovery, delete_in_later_file_survives_restart) {
         cr_assert_eq(st.keys, 200);
         close_ok(e);
     }
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* ---- Rollover and size --------------------------------------------------- */
@@ -1042,28 +1043,22 @@ static size_t roll_val(char *buf, size_t cap, int i, int gen) {
 }
 
 Test(recovery, rollover_many_files) {
-    char *dir = tu_tmpdir("rollover");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 4096;
+    br_engine_options o = opts_nosync(4096);
     o.compact_dead_pct = 0; /* the figures must stay put across the reopen */
-    o.sync = BR_SYNC_NEVER;
     const int nkeys = 3000;
     model md = {0};
     char k[32], v[256];
-    br_engine *e = open_ok(dir, &o);
+    br_engine *e = open_ok(tdir, &o);
     for (int i = 0; i < nkeys; i++) {
         int kl = snprintf(k, sizeof k, "roll%05d", i);
         size_t vl = roll_val(v, sizeof v, i, 0);
-        put_ok(e, k, (size_t)kl, v, vl);
-        m_put(&md, k, (size_t)kl, v, vl);
+        put_both(e, &md, k, (size_t)kl, v, vl);
     }
     /* Overwrite every third key and delete every seventh, spread over files. */
     for (int i = 0; i < nkeys; i += 3) {
         int kl = snprintf(k, sizeof k, "roll%05d", i);
         size_t vl = roll_val(v, sizeof v, i, 1);
-        put_ok(e, k, (size_t)kl, v, vl);
-        m_put(&md, k, (size_t)kl, v, vl);
+        put_both(e, &md, k, (size_t)kl, v, vl);
     }
     for (int i = 0; i < nkeys; i += 7) {
         int kl = snprintf(k, sizeof k, "roll%05d", i);
@@ -1083,12 +1078,12 @@ Test(recovery, rollover_many_files) {
     close_ok(e);
 
     for (int round = 0; round < 2; round++) {
-        e = open_ok(dir, &o);
+        e = open_ok(tdir, &o);
         check_store(e, &md, "rollover, after reopen");
         br_engine_stats st;
         br_engine_stats_get(e, &st);
         cr_assert_gt(st.data_files, 1);
-        unsigned on_disk = count_data_files(dir, NULL);
+        unsigned on_disk = count_data_files(tdir, NULL);
         cr_assert_eq(st.data_files, (uint64_t)on_disk,
                      "stats.data_files %" PRIu64 ", %u data files on disk", st.data_files, on_disk);
         /* The byte counts describe the data on disk: a reopen finds them again. */
@@ -1106,26 +1101,19 @@ Test(recovery, rollover_many_files) {
         close_ok(e);
     }
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* The options may change between runs: a newest file longer than the new
  * max_file_size, or a larger cap than the one it was made with. */
 Test(recovery, reopen_with_other_max_file_size) {
-    char *dir = tu_tmpdir("resize_cap");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 1u << 20;
-    o.sync = BR_SYNC_NEVER;
+    br_engine_options o = opts_nosync(1u << 20);
     model md = {0};
     char k[32], v[256];
-    br_engine *e = open_ok(dir, &o);
+    br_engine *e = open_ok(tdir, &o);
     for (int i = 0; i < 2000; i++) {
         int kl = snprintf(k, sizeof k, "cap%05d", i);
         size_t vl = roll_val(v, sizeof v, i, 3);
-        put_ok(e, k, (size_t)kl, v, vl);
-        m_put(&md, k, (size_t)kl, v, vl);
+        put_both(e, &md, k, (size_t)kl, v, vl);
     }
     close_ok(e);
     static const uint64_t caps[] = {64u << 10, 4096, 8u << 20, 1u << 20};
@@ -1133,47 +1121,40 @@ Test(recovery, reopen_with_other_max_file_size) {
         char ctx[64];
         snprintf(ctx, sizeof ctx, "reopened with max_file_size %" PRIu64, caps[c]);
         o.max_file_size = caps[c];
-        e = open_ok(dir, &o);
+        e = open_ok(tdir, &o);
         check_store(e, &md, ctx);
         for (int i = 0; i < 300; i++) {
             int kl = snprintf(k, sizeof k, "cap%05d", (int)(c * 300) + i);
             size_t vl = roll_val(v, sizeof v, i, 4 + (int)c);
-            put_ok(e, k, (size_t)kl, v, vl);
-            m_put(&md, k, (size_t)kl, v, vl);
+            put_both(e, &md, k, (size_t)kl, v, vl);
         }
         check_store(e, &md, ctx);
         close_ok(e);
     }
-    e = open_ok(dir, &o);
+    e = open_ok(tdir, &o);
     check_store(e, &md, "final reopen");
     close_ok(e);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* A record, or a batch, bigger than max_file_size gets a file of its own;
  * it must read back, also after a reopen, also as the newest file. */
 Test(recovery, records_larger_than_max_file_size) {
-    char *dir = tu_tmpdir("big_records");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 4096;
+    br_engine_options o = opts(4096);
     model md = {0};
     static char big[3][20000];
     for (int i = 0; i < 3; i++)
         for (size_t j = 0; j < sizeof big[i]; j++)
             big[i][j] = (char)('a' + (i * 7 + (int)j) % 26);
-    br_engine *e = open_ok(dir, &o);
+    br_engine *e = open_ok(tdir, &o);
     put_s(e, "small-1", "s1");
     m_put(&md, "small-1", 7, "s1", 2);
-    put_ok(e, "big-1", 5, big[0], 10000);
-    m_put(&md, "big-1", 5, big[0], 10000);
+    put_both(e, &md, "big-1", 5, big[0], 10000);
     check_store(e, &md, "big value");
     close_ok(e);
 
     /* The newest file is now the oversized one. */
-    e = open_ok(dir, &o);
+    e = open_ok(tdir, &o);
     check_store(e, &md, "big value as the newest file, reopened");
     br_batch *b = br_batch_new();
     cr_assert(b != NULL);
@@ -1187,28 +1168,21 @@ Test(recovery, records_larger_than_max_file_size) {
     cr_assert_eq(rc, 0, "a batch bigger than max_file_size: %s", br_errname(rc));
     br_batch_free(b);
     check_store(e, &md, "big batch");
-    close_ok(e);
-
-    e = open_ok(dir, &o);
+    e = reopen(e, tdir, &o);
     check_store(e, &md, "big batch as the newest file, reopened");
     put_s(e, "small-2", "s2");
     m_put(&md, "small-2", 7, "s2", 2);
-    put_ok(e, "big-2", 5, big[1], 20000);
-    m_put(&md, "big-2", 5, big[1], 20000);
-    close_ok(e);
-    e = open_ok(dir, &o);
+    put_both(e, &md, "big-2", 5, big[1], 20000);
+    e = reopen(e, tdir, &o);
     check_store(e, &md, "reopened again");
     close_ok(e);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* Within a batch a later op on the same key wins, and stays won after a
  * reopen; deleting an absent key in a batch is not an error. */
 Test(recovery, batch_later_op_wins) {
-    char *dir = tu_tmpdir("batch_order");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     put_s(e, "a", "a0");
     put_s(e, "b", "b0");
     br_batch *b = br_batch_new();
@@ -1232,20 +1206,16 @@ Test(recovery, batch_later_op_wins) {
     check_store(e, &md, "batch order");
     expect_absent(e, "a", 1, "batch order");
     expect_absent(e, "d", 1, "batch order");
-    close_ok(e);
-    e = open_ok(dir, NULL);
+    e = reopen(e, tdir, NULL);
     check_store(e, &md, "batch order, reopened");
     expect_absent(e, "a", 1, "batch order, reopened");
     close_ok(e);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* br_engine_get_into: a value that does not fit reports its length. */
 Test(recovery, get_into_sizes) {
-    char *dir = tu_tmpdir("get_into");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     char v[100];
     memset(v, 'q', sizeof v);
     put_ok(e, "k", 1, v, sizeof v);
@@ -1270,53 +1240,43 @@ Test(recovery, get_into_sizes) {
     cr_assert_eq(vl, 0);
     free(got);
     close_ok(e);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* A crash while a new data file was being made leaves NNNNNNNNNN.data.tmp. */
 Test(recovery, leftover_tmp_file) {
-    char *dir = tu_tmpdir("leftover_tmp");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 4096;
-    br_engine *e = open_ok(dir, &o);
+    br_engine_options o = opts(4096);
+    br_engine *e = open_ok(tdir, &o);
     model md = {0};
     char k[32], v[256];
     for (int i = 0; i < 100; i++) {
         int kl = snprintf(k, sizeof k, "t%03d", i);
         size_t vl = roll_val(v, sizeof v, i, 5);
-        put_ok(e, k, (size_t)kl, v, vl);
-        m_put(&md, k, (size_t)kl, v, vl);
+        put_both(e, &md, k, (size_t)kl, v, vl);
     }
     close_ok(e);
     unsigned hi;
-    count_data_files(dir, &hi);
+    count_data_files(tdir, &hi);
     /* The half-made next file holds garbage. */
     char name[64];
     snprintf(name, sizeof name, "%010u.data.tmp", hi + 1);
-    char *p = tu_path(dir, name);
+    char *p = tu_path(tdir, name);
     FILE *f = fopen(p, "w");
     cr_assert(f != NULL);
     for (int i = 0; i < 5000; i++)
         fputc(i * 31 % 251, f);
     fclose(f);
-    e = open_ok(dir, &o);
+    e = open_ok(tdir, &o);
     check_store(e, &md, "leftover .tmp");
     for (int i = 100; i < 200; i++) {
         int kl = snprintf(k, sizeof k, "t%03d", i);
         size_t vl = roll_val(v, sizeof v, i, 5);
-        put_ok(e, k, (size_t)kl, v, vl);
-        m_put(&md, k, (size_t)kl, v, vl);
+        put_both(e, &md, k, (size_t)kl, v, vl);
     }
-    close_ok(e);
-    e = open_ok(dir, &o);
+    e = reopen(e, tdir, &o);
     check_store(e, &md, "leftover .tmp, after more rollovers");
     close_ok(e);
     free(p);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 static int million_val(char *buf, unsigned i) {
@@ -1345,14 +1305,10 @@ static int count_fn(void *ctx, const void *key, size_t klen, const void *val, si
 }
 
 Test(recovery, million_keys) {
-    char *dir = tu_tmpdir("million");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.sync = BR_SYNC_NEVER;
-    o.max_file_size = 16u << 20;
+    br_engine_options o = opts_nosync(16u << 20);
     const unsigned n = 1000000;
     char k[16], v[16];
-    br_engine *e = open_ok(dir, &o);
+    br_engine *e = open_ok(tdir, &o);
     /* First half plain puts, second half batches of 1000. */
     for (unsigned i = 0; i < n / 2; i++) {
         snprintf(k, sizeof k, "k%07u", i);
@@ -1372,9 +1328,7 @@ Test(recovery, million_keys) {
         }
     }
     br_batch_free(b);
-    close_ok(e);
-
-    e = open_ok(dir, &o);
+    e = reopen(e, tdir, &o);
     br_engine_stats st;
     br_engine_stats_get(e, &st);
     cr_assert_eq(st.keys, n);
@@ -1394,8 +1348,6 @@ Test(recovery, million_keys) {
     cr_assert_eq(cc.bad, 0, "full range out of order or with bad values");
     cr_assert_eq(cc.n, n);
     close_ok(e);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* ---- Limits ------------------------------------------------------------------ */
@@ -1413,7 +1365,6 @@ static void stats_same(const br_engine_stats *a, const br_engine_stats *b, const
 }
 
 Test(recovery, limits_write_nothing) {
-    char *dir = tu_tmpdir("limits");
     br_engine_options o;
     br_engine_options_init(&o);
     o.max_key_size = 16;
@@ -1421,7 +1372,7 @@ Test(recovery, limits_write_nothing) {
     char big[256];
     memset(big, 'x', sizeof big);
 
-    br_engine *e = open_ok(dir, &o);
+    br_engine *e = open_ok(tdir, &o);
     put_s(e, "existing", "value");
     br_engine_stats before, after;
     br_engine_stats_get(e, &before);
@@ -1458,9 +1409,7 @@ Test(recovery, limits_write_nothing) {
     expect_absent(e, "good3", 5, "bad batch");
     expect_absent(e, "k", 1, "bad put");
     expect_val(e, "existing", 8, "value", 5, "bad batch");
-    close_ok(e);
-
-    e = open_ok(dir, &o);
+    e = reopen(e, tdir, &o);
     model md = {0};
     m_put(&md, "existing", 8, "value", 5);
     check_store(e, &md, "reopen after bad writes");
@@ -1468,8 +1417,7 @@ Test(recovery, limits_write_nothing) {
     cr_assert_eq(after.last_seq, before.last_seq, "bad writes left records on disk");
 
     /* Exactly at the limits is fine. */
-    put_ok(e, big, 16, big, 100);
-    m_put(&md, big, 16, big, 100);
+    put_both(e, &md, big, 16, big, 100);
     cr_assert_eq(br_batch_put(b, "good3", 5, big, 100), 0);
     cr_assert_eq(br_engine_write(e, b), BR_EKEYTOOBIG, "the batch was left unchanged");
     br_batch_clear(b);
@@ -1478,13 +1426,10 @@ Test(recovery, limits_write_nothing) {
     cr_assert_eq(br_engine_write(e, b), 0, "deleting an absent key in a batch is not an error");
     m_put(&md, "good3", 5, big, 100);
     br_batch_free(b);
-    close_ok(e);
-    e = open_ok(dir, &o);
+    e = reopen(e, tdir, &o);
     check_store(e, &md, "values at the limits");
     close_ok(e);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* ---- LOCK -------------------------------------------------------------------- */
@@ -1516,29 +1461,26 @@ static int child_open_rc(const char *dir) {
 }
 
 Test(recovery, lock_excludes_second_opener) {
-    char *dir = tu_tmpdir("lock");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     put_s(e, "k", "v");
 
     br_engine *e2 = (br_engine *)(uintptr_t)1;
     char err[256] = "";
-    int rc = br_engine_open(dir, NULL, &e2, err, sizeof err);
+    int rc = br_engine_open(tdir, NULL, &e2, err, sizeof err);
     cr_assert_eq(rc, BR_ELOCKED, "second open in the same process: %s (%s)", br_errname(rc), err);
     cr_assert(e2 == NULL, "*out not NULL on failure");
-    cr_assert_eq(child_open_rc(dir), BR_ELOCKED, "open from another process while locked");
+    cr_assert_eq(child_open_rc(tdir), BR_ELOCKED, "open from another process while locked");
     /* The failed opens did not disturb the first engine. */
     expect_val(e, "k", 1, "v", 1, "after failed opens");
     put_s(e, "k2", "v2");
     close_ok(e);
 
-    cr_assert_eq(child_open_rc(dir), 0, "open from another process after close");
-    e = open_ok(dir, NULL);
+    cr_assert_eq(child_open_rc(tdir), 0, "open from another process after close");
+    e = open_ok(tdir, NULL);
     expect_val(e, "k2", 2, "v2", 2, "reopen");
-    cr_assert_eq(try_open_rc(dir), BR_ELOCKED);
+    cr_assert_eq(try_open_rc(tdir), BR_ELOCKED);
     close_ok(e);
-    cr_assert_eq(try_open_rc(dir), 0);
-    tu_rmrf(dir);
-    free(dir);
+    cr_assert_eq(try_open_rc(tdir), 0);
 }
 
 /* ---- Ranges ------------------------------------------------------------------ */
@@ -1631,20 +1573,16 @@ static void check_range(br_engine *e, const model *m, const void *s, size_t sl, 
 }
 
 Test(recovery, range_empty_store) {
-    char *dir = tu_tmpdir("range_empty");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     model md = {0};
     check_range(e, &md, NULL, 0, NULL, 0, 0, "empty");
     check_range(e, &md, "a", 1, "z", 1, 0, "empty");
     check_range(e, &md, NULL, 0, NULL, 0, 5, "empty");
     close_ok(e);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 Test(recovery, range_single_key) {
-    char *dir = tu_tmpdir("range_single");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     model md = {0};
     put_s(e, "m", "only");
     m_put(&md, "m", 1, "only", 4);
@@ -1660,13 +1598,10 @@ Test(recovery, range_single_key) {
         check_range(e, &md, "n", 1, "z", 1, 0, ctx);
         check_range(e, &md, "z", 1, "a", 1, 0, ctx); /* end < start */
         check_range(e, &md, NULL, 0, NULL, 0, 1, ctx);
-        close_ok(e);
-        e = open_ok(dir, NULL);
+        e = reopen(e, tdir, NULL);
     }
     close_ok(e);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* Random binary keys with many 0x00 and 0xFF bytes and shared prefixes. */
@@ -1679,8 +1614,7 @@ static size_t rand_bin_key(uint64_t *s, uint8_t *k) {
 }
 
 Test(recovery, range_binary_keys_and_bounds) {
-    char *dir = tu_tmpdir("range_binary");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     model md = {0};
     /* Prefix pairs in bytewise order. */
     static const struct {
@@ -1704,8 +1638,7 @@ Test(recovery, range_binary_keys_and_bounds) {
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         char v[32];
         int vl = snprintf(v, sizeof v, "fixed-%zu", i);
-        put_ok(e, fixed[i].k, fixed[i].kl, v, (size_t)vl);
-        m_put(&md, fixed[i].k, fixed[i].kl, v, (size_t)vl);
+        put_both(e, &md, fixed[i].k, fixed[i].kl, v, (size_t)vl);
     }
     check_range(e, &md, NULL, 0, NULL, 0, 0, "fixed binary keys in order");
 
@@ -1721,8 +1654,7 @@ Test(recovery, range_binary_keys_and_bounds) {
             cr_assert_eq(rc == 0, m_get(&md, k, kl) != NULL, "delete result disagrees");
             m_del(&md, k, kl);
         } else {
-            put_ok(e, k, kl, v, (size_t)vl);
-            m_put(&md, k, kl, v, (size_t)vl);
+            put_both(e, &md, k, kl, v, (size_t)vl);
         }
     }
     for (int pass = 0; pass < 2; pass++) {
@@ -1744,20 +1676,16 @@ Test(recovery, range_binary_keys_and_bounds) {
         check_range(e, &md, "\xff", 1, "\x00", 1, 0, ctx);
         for (size_t limit = 1; limit <= md.n + 3; limit += (limit < 10 ? 1 : 97))
             check_range(e, &md, NULL, 0, NULL, 0, limit, ctx);
-        close_ok(e);
-        e = open_ok(dir, NULL);
+        e = reopen(e, tdir, NULL);
     }
     close_ok(e);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 /* Keys that are each a prefix of the next ("p", "p\0", "p\0\0", ...), long
  * enough to cross every page of the iterator and the index's inline limit. */
 Test(recovery, range_prefix_chain) {
-    char *dir = tu_tmpdir("range_prefix");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     model md = {0};
     const size_t n = 1200;
     uint8_t *k = calloc(1, n + 1);
@@ -1766,13 +1694,10 @@ Test(recovery, range_prefix_chain) {
     for (size_t i = 1; i <= n; i++) {
         char v[32];
         int vl = snprintf(v, sizeof v, "len-%zu", i);
-        put_ok(e, k, i, v, (size_t)vl);
-        m_put(&md, k, i, v, (size_t)vl);
+        put_both(e, &md, k, i, v, (size_t)vl);
     }
-    put_ok(e, "p\x01", 2, "after-chain", 11);
-    m_put(&md, "p\x01", 2, "after-chain", 11);
-    put_ok(e, "o\xff", 2, "before-chain", 12);
-    m_put(&md, "o\xff", 2, "before-chain", 12);
+    put_both(e, &md, "p\x01", 2, "after-chain", 11);
+    put_both(e, &md, "o\xff", 2, "before-chain", 12);
     for (int pass = 0; pass < 2; pass++) {
         const char *ctx = pass ? "prefix chain, reopened" : "prefix chain";
         check_store(e, &md, ctx);
@@ -1780,23 +1705,16 @@ Test(recovery, range_prefix_chain) {
         check_range(e, &md, k, 500, k, 700, 0, ctx);
         check_range(e, &md, k, 500, NULL, 0, 100, ctx);
         check_range(e, &md, NULL, 0, k, 3, 0, ctx);
-        close_ok(e);
-        e = open_ok(dir, NULL);
+        e = reopen(e, tdir, NULL);
     }
     close_ok(e);
     free(k);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 Test(recovery, range_across_many_files) {
-    char *dir = tu_tmpdir("range_files");
-    br_engine_options o;
-    br_engine_options_init(&o);
-    o.max_file_size = 4096;
-    o.sync = BR_SYNC_NEVER;
-    br_engine *e = open_ok(dir, &o);
+    br_engine_options o = opts_nosync(4096);
+    br_engine *e = open_ok(tdir, &o);
     model md = {0};
     uint64_t seed = 0x5eed0002;
     char k[32], v[256];
@@ -1808,8 +1726,7 @@ Test(recovery, range_across_many_files) {
             m_del(&md, k, (size_t)kl);
         } else {
             size_t vl = roll_val(v, sizeof v, i, 2);
-            put_ok(e, k, (size_t)kl, v, vl);
-            m_put(&md, k, (size_t)kl, v, vl);
+            put_both(e, &md, k, (size_t)kl, v, vl);
         }
     }
     for (int pass = 0; pass < 2; pass++) {
@@ -1822,18 +1739,14 @@ Test(recovery, range_across_many_files) {
         check_range(e, &md, "f00100", 6, "f02000", 6, 333, ctx);
         check_range(e, &md, NULL, 0, "f01234", 6, 0, ctx);
         check_range(e, &md, "f01234", 6, NULL, 0, 0, ctx);
-        close_ok(e);
-        e = open_ok(dir, &o);
+        e = reopen(e, tdir, &o);
     }
     close_ok(e);
     m_free(&md);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 Test(recovery, range_callback_stops) {
-    char *dir = tu_tmpdir("range_stop");
-    br_engine *e = open_ok(dir, NULL);
+    br_engine *e = open_ok(tdir, NULL);
     char k[16];
     for (int i = 0; i < 50; i++) {
         snprintf(k, sizeof k, "s%02d", i);
@@ -1852,6 +1765,4 @@ Test(recovery, range_callback_stops) {
     cr_assert(memcmp(c.a[0].k, "s10", 3) == 0);
     coll_free(&c);
     close_ok(e);
-    tu_rmrf(dir);
-    free(dir);
 }
