@@ -137,6 +137,7 @@ struct br_http {
     atomic_ullong requests[NROUTES][NCODES];
     atomic_ullong lat[NBUCKETS];
     atomic_ullong lat_sum_ns, lat_count;
+    atomic_ullong abandoned; /* requests whose client went away before the answer was sent */
 };
 
 /* ---- Per-request state --------------------------------------------------- */
@@ -968,6 +969,8 @@ static int do_metrics(req *r) {
         {"bitraft_uptime_seconds", "gauge", "Seconds since the server started.",
          (unsigned long long)since(&h->started)},
         {"bitraft_http_requests_active", "gauge", "Requests in flight.", atomic_load(&h->active)},
+        {"bitraft_http_requests_abandoned_total", "counter",
+         "Requests whose client went away before the answer was sent.", atomic_load(&h->abandoned)},
         {"bitraft_service_writes_inflight", "gauge", "Writes accepted, not yet durable.",
          st.writes_inflight},
         {"bitraft_engine_keys", "gauge", "Live keys.", st.engine.keys},
@@ -1452,6 +1455,8 @@ static void req_free(req *r) {
 static void on_dispose(void *p) {
     req *r = *(req **)p;
     r->hreq = NULL;
+    if (r->phase != P_DONE)
+        atomic_fetch_add(&r->h->abandoned, 1);
     if (r->phase == P_WAITING)
         r->gone = 1;
     else

@@ -184,3 +184,71 @@ Test(server, writes_during_shutdown_get_503_and_writes_in_flight_finish) {
     tu_rmrf(dir);
     free(dir);
 }
+
+/* The client goes away while its write waits for the disk (HTTP/2: its
+ * connection closes, and h2o disposes of the request at once): the write
+ * still completes, the server frees the request when the completion comes
+ * back (under ASan a use after free would show here), counts it as
+ * abandoned, and serves on. */
+Test(server, a_client_that_goes_away_while_its_write_waits) {
+    char *dir = tu_tmpdir("server");
+    br_service *svc;
+    char err[256] = "";
+    cr_assert_eq(br_service_open_standalone(dir, NULL, NULL, &svc, err, sizeof err), 0, "%s", err);
+    br_http_options ho;
+    br_http_options_init(&ho);
+    br_http *h;
+    cr_assert_eq(br_http_start(svc, &ho, &h, err, sizeof err), 0, "%s", err);
+    uint16_t port = br_http_port(h);
+
+    br_df_fdatasync = slow_fdatasync;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/kv/gone", port);
+    long versions[] = {CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE, CURL_HTTP_VERSION_1_1};
+    for (int i = 0; i < 2; i++) {
+        CURL *c = curl_easy_init();
+        resp r = {0};
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_HTTP_VERSION, versions[i]);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, i ? "v1" : "v2");
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 300L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+        CURLcode cc = curl_easy_perform(c);
+        curl_easy_cleanup(c); /* closes the connection */
+        cr_assert_eq(cc, CURLE_OPERATION_TIMEDOUT, "the client gave up: %s",
+                     curl_easy_strerror(cc));
+    }
+    /* both writes complete (each waits 2 s for its slow sync) */
+    resp r = {0};
+    for (int t = 0; t < 100; t++) {
+        usleep(100000);
+        br_df_fdatasync = fdatasync;
+        r = request(port, "GET", "/kv/gone", NULL);
+        if (r.code == 200 && strcmp(r.body, "v1") == 0)
+            break;
+    }
+    cr_assert_eq(r.code, 200, "the abandoned write was applied: %ld %s", r.code, r.body);
+    cr_assert_str_eq(r.body, "v1", "the later of the two abandoned writes is the value");
+    CURL *c = curl_easy_init();
+    char murl[128];
+    snprintf(murl, sizeof murl, "http://127.0.0.1:%u/metrics", port);
+    char *big = calloc(1, 1 << 16);
+    FILE *f = fmemopen(big, 1 << 16, "w");
+    curl_easy_setopt(c, CURLOPT_URL, murl);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    cr_assert_eq(curl_easy_perform(c), CURLE_OK);
+    curl_easy_cleanup(c);
+    fclose(f);
+    const char *line = strstr(big, "\nbitraft_http_requests_abandoned_total ");
+    cr_assert_not_null(line, "the metric is there");
+    unsigned long long n =
+        strtoull(line + strlen("\nbitraft_http_requests_abandoned_total "), NULL, 10);
+    cr_assert_geq(n, 1, "the HTTP/2 request was disposed of while it waited (%llu)", n);
+    free(big);
+    cr_assert_eq(br_http_stop(h, 20000), 0, "nothing left in flight");
+    br_service_close(svc);
+    tu_rmrf(dir);
+    free(dir);
+}
