@@ -1,6 +1,7 @@
 /* test_server.c - the HTTP server in-process, where the store can be made
- * to fail: a store error is a 500 with its reason, and the store then
- * refuses writes while reads go on. */
+ * to fail or slow: a store error is a 500 with its reason, and the store
+ * then refuses writes while reads go on; writes in flight at a shutdown
+ * finish; a client that goes away while its write waits. */
 #include <criterion/criterion.h>
 #include <curl/curl.h>
 #include <errno.h>
