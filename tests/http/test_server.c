@@ -49,6 +49,18 @@ static resp request(uint16_t port, const char *method, const char *path, const c
     return r;
 }
 
+/* A standalone service on dir and the server over it, on a port the
+ * kernel picks (127.0.0.1). Returns the port. */
+static uint16_t start(const char *dir, br_service **svc, br_http **h) {
+    char err[256] = "";
+    cr_assert_eq(br_service_open_standalone(dir, NULL, NULL, svc, err, sizeof err), 0, "%s", err);
+    br_http_options ho;
+    br_http_options_init(&ho);
+    ho.port = 0;
+    cr_assert_eq(br_http_start(*svc, &ho, h, err, sizeof err), 0, "%s", err);
+    return br_http_port(*h);
+}
+
 static int failing_fdatasync(int fd) {
     (void)fd;
     errno = EIO;
@@ -58,14 +70,8 @@ static int failing_fdatasync(int fd) {
 Test(server, store_error_is_500_and_the_store_turns_read_only) {
     char *dir = tu_tmpdir("server");
     br_service *svc;
-    char err[256] = "";
-    cr_assert_eq(br_service_open_standalone(dir, NULL, NULL, &svc, err, sizeof err), 0, "%s", err);
-    br_http_options ho;
-    br_http_options_init(&ho);
-    ho.port = 0;
     br_http *h;
-    cr_assert_eq(br_http_start(svc, &ho, &h, err, sizeof err), 0, "%s", err);
-    uint16_t port = br_http_port(h);
+    uint16_t port = start(dir, &svc, &h);
 
     resp r = request(port, "PUT", "/kv/before", "1");
     cr_assert(r.code == 200 || r.code == 204, "PUT: %ld %s", r.code, r.body);
@@ -125,13 +131,8 @@ static void *stopper(void *p) {
 Test(server, writes_during_shutdown_get_503_and_writes_in_flight_finish) {
     char *dir = tu_tmpdir("server");
     br_service *svc;
-    char err[256] = "";
-    cr_assert_eq(br_service_open_standalone(dir, NULL, NULL, &svc, err, sizeof err), 0, "%s", err);
-    br_http_options ho;
-    br_http_options_init(&ho);
     br_http *h;
-    cr_assert_eq(br_http_start(svc, &ho, &h, err, sizeof err), 0, "%s", err);
-    uint16_t port = br_http_port(h);
+    uint16_t port = start(dir, &svc, &h);
 
     /* A keep-alive connection opened before the stop. */
     CURL *c = curl_easy_init();
@@ -176,6 +177,7 @@ Test(server, writes_during_shutdown_get_503_and_writes_in_flight_finish) {
 
     /* The finished write is on disk; the refused one is not. */
     br_engine *e;
+    char err[256] = "";
     cr_assert_eq(br_engine_open(dir, NULL, &e, err, sizeof err), 0, "%s", err);
     char v[8];
     size_t vl;
@@ -194,13 +196,8 @@ Test(server, writes_during_shutdown_get_503_and_writes_in_flight_finish) {
 Test(server, a_client_that_goes_away_while_its_write_waits) {
     char *dir = tu_tmpdir("server");
     br_service *svc;
-    char err[256] = "";
-    cr_assert_eq(br_service_open_standalone(dir, NULL, NULL, &svc, err, sizeof err), 0, "%s", err);
-    br_http_options ho;
-    br_http_options_init(&ho);
     br_http *h;
-    cr_assert_eq(br_http_start(svc, &ho, &h, err, sizeof err), 0, "%s", err);
-    uint16_t port = br_http_port(h);
+    uint16_t port = start(dir, &svc, &h);
 
     br_df_fdatasync = slow_fdatasync;
     char url[128];
