@@ -171,7 +171,8 @@ enum br_raft_msg_type {
  *   HEARTBEAT_RESP ctx echoed
  *   READ_INDEX   ctx = the follower's read request
  *   READ_INDEX_RESP ctx echoed, index = the read point (leadership was
- *                confirmed after the request arrived)
+ *                confirmed after the request arrived); REJECT flag (index
+ *                0) when the asker is not in the leader's configuration
  *   SNAPSHOT     snapshot = metadata of the snapshot to stream
  */
 struct br_raft_msg {
@@ -376,9 +377,11 @@ int br_raft_propose_conf_change(br_raft *r, const struct br_raft_conf_change *cc
  * (READ_INDEX) and gets the read point back (READ_INDEX_RESP; thesis §6.4:
  * "followers ... issue a request to the leader to learn the current
  * readIndex"); the read state then appears in one of the follower's
- * Readys. A request is dropped silently when the leader stops leading, the
- * message is lost or the follower's leader changes: the driver times it
- * out. BR_ENOTLEADER (with *leader, 0 if unknown) on a candidate or a node
+ * Readys. A leader refuses a node that is not in its configuration (a
+ * removed node that has not applied its removal): the read state comes
+ * back with `refused` set. A request is dropped silently when the leader
+ * stops leading, the message is lost or the follower's leader changes: the
+ * driver times it out. BR_ENOTLEADER (with *leader, 0 if unknown) on a candidate or a node
  * that knows no leader; BR_EINVAL for ctx 0.
  */
 int br_raft_read_index(br_raft *r, uint64_t ctx, uint64_t *leader);
@@ -399,10 +402,13 @@ void br_raft_report_unreachable(br_raft *r, uint64_t to);
 
 /* ---------------------------------------------------------------- Ready */
 
-/* A linearizable read point: serve the read for ctx once applied >= index. */
+/* A linearizable read point: serve the read for ctx once applied >= index.
+ * refused: the leader answered that this node is not a member of its
+ * configuration (index is 0): serve nothing, fail the read. */
 struct br_raft_read_state {
     uint64_t ctx;
     uint64_t index;
+    bool refused;
 };
 
 /*

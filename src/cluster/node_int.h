@@ -67,6 +67,7 @@ struct nd_read {
     uint64_t id;
     uint64_t index;
     bool have_index;
+    bool refused;      /* the leader said this node is not a member */
     uint64_t deadline; /* in ticks */
     uint64_t leader;   /* the leader when it was asked (a follower forwarded it there) */
     br_node_done_fn cb;

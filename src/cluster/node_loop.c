@@ -299,10 +299,10 @@ static void drop_orphan_reads(br_node *n) {
     size_t k = 0;
     for (size_t i = 0; i < n->n_reads; i++) {
         struct nd_read r = n->reads[i];
-        /* its leader changed (the answer would never come), or this node
-         * left the configuration (the leader does not answer non-members) */
-        if (!r.have_index &&
-            ((r.leader != n->id && r.leader != st.leader) || !atomic_load(&n->in_conf)))
+        /* its leader changed (the answer would never come), this node left
+         * the configuration, or the leader refused it as a non-member */
+        if (!r.have_index && (r.refused || (r.leader != n->id && r.leader != st.leader) ||
+                              !atomic_load(&n->in_conf)))
             r.cb(r.ctx, BR_ENOTLEADER);
         else
             n->reads[k++] = r;
@@ -393,7 +393,8 @@ void nd_process(br_node *n) {
         for (size_t i = 0; i < rd.n_reads; i++)
             for (size_t k = 0; k < n->n_reads; k++)
                 if (n->reads[k].id == rd.reads[i].ctx) {
-                    n->reads[k].have_index = true;
+                    n->reads[k].have_index = !rd.reads[i].refused;
+                    n->reads[k].refused = rd.reads[i].refused;
                     n->reads[k].index = rd.reads[i].index;
                 }
         /* 4. apply */

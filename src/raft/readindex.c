@@ -46,7 +46,7 @@ uint64_t rf_read_last_ctx(const br_raft *r) {
     return 0;
 }
 
-static int emit(br_raft *r, uint64_t ctx, uint64_t index) {
+static int emit(br_raft *r, uint64_t ctx, uint64_t index, bool refused) {
     if (r->n_rstates == r->cap_rstates) {
         size_t cap = r->cap_rstates ? r->cap_rstates * 2 : 16;
         struct br_raft_read_state *s = realloc(r->rstates, cap * sizeof(*s));
@@ -55,7 +55,8 @@ static int emit(br_raft *r, uint64_t ctx, uint64_t index) {
         r->rstates = s;
         r->cap_rstates = cap;
     }
-    r->rstates[r->n_rstates++] = (struct br_raft_read_state){.ctx = ctx, .index = index};
+    r->rstates[r->n_rstates++] =
+        (struct br_raft_read_state){.ctx = ctx, .index = index, .refused = refused};
     return 0;
 }
 
@@ -83,7 +84,7 @@ static void release_through(br_raft *r, size_t k) {
                 m->ctx = q->ctx;
                 m->index = q->index;
             }
-        } else if (emit(r, q->ctx, q->index) < 0) {
+        } else if (emit(r, q->ctx, q->index, false) < 0) {
             rf_logf(r, BR_RAFT_LOG_WARN, "out of memory releasing a read");
         }
     }
@@ -152,8 +153,18 @@ int br_raft_read_index(br_raft *r, uint64_t ctx, uint64_t *leader) {
 }
 
 void rf_read_forwarded(br_raft *r, const struct br_raft_msg *m) {
-    if (m->ctx == 0 || rf_pr_slot(r, m->from) < 0)
-        return; /* not a member: no answer */
+    if (m->ctx == 0)
+        return;
+    if (rf_pr_slot(r, m->from) < 0) {
+        /* not a member (removed, and it has not applied that yet): refuse
+         * rather than leave it waiting for its timeout */
+        struct br_raft_msg *a = rf_send(r, BR_RAFT_MSG_READ_INDEX_RESP, m->from);
+        if (a) {
+            a->ctx = m->ctx;
+            a->flags |= BR_RAFT_MSG_F_REJECT;
+        }
+        return;
+    }
     if (enqueue(r, m->ctx, m->from) < 0)
         rf_logf(r, BR_RAFT_LOG_WARN, "out of memory queueing a read from %llu",
                 (unsigned long long)m->from);
@@ -162,7 +173,8 @@ void rf_read_forwarded(br_raft *r, const struct br_raft_msg *m) {
 void rf_read_answer(br_raft *r, const struct br_raft_msg *m) {
     if (m->from != r->lead || m->ctx == 0)
         return;
-    if (emit(r, m->ctx, m->index) < 0)
+    bool refused = (m->flags & BR_RAFT_MSG_F_REJECT) != 0;
+    if (emit(r, m->ctx, refused ? 0 : m->index, refused) < 0)
         rf_logf(r, BR_RAFT_LOG_WARN, "out of memory releasing a read");
 }
 

@@ -603,11 +603,18 @@ void sim_compact(struct sim *s, int id) {
 static void handle_reads(struct sim *s, struct sim_node *nd, const struct br_raft_ready *rd) {
     for (size_t i = 0; i < rd->n_reads; i++) {
         const struct br_raft_read_state *rs = &rd->reads[i];
-        nd->reads_done++;
-        nd->last_read_index = rs->index;
+        if (!rs->refused) {
+            nd->reads_done++;
+            nd->last_read_index = rs->index;
+        }
         for (size_t k = 0; k < s->n_reads; k++) {
             if (s->reads[k].ctx != rs->ctx)
                 continue;
+            if (rs->refused) { /* a non-member asked: nothing was read */
+                s->reads[k] = s->reads[--s->n_reads];
+                g_stats.reads_refused++;
+                break;
+            }
             /* Linearizability of ReadIndex: the read point covers every
              * entry that was committed when the read was asked. */
             if (rs->index < s->reads[k].min_index)

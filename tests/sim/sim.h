@@ -92,7 +92,7 @@ uint64_t sim_delivered(const struct sim *s, uint32_t type);
 
 /* Totals over every cluster this process ran (to show what was exercised). */
 struct sim_stats {
-    uint64_t messages, snapshots, applied, conf_changes, elections, reads, crashes;
+    uint64_t messages, snapshots, applied, conf_changes, elections, reads, reads_refused, crashes;
 };
 void sim_stats_get(struct sim_stats *out);
 

@@ -72,8 +72,8 @@ int main(int argc, char **argv) {
            base + n - 1, now_s() - t0);
     printf("exercised: %" PRIu64 " messages, %" PRIu64 " leaders elected, %" PRIu64
            " crashes, %" PRIu64 " entries applied, %" PRIu64 " membership changes applied, %" PRIu64
-           " snapshots sent, %" PRIu64 " reads checked\n",
+           " snapshots sent, %" PRIu64 " reads checked, %" PRIu64 " refused (non-members)\n",
            st.messages, st.elections, st.crashes, st.applied, st.conf_changes, st.snapshots,
-           st.reads);
+           st.reads, st.reads_refused);
     return 0;
 }

@@ -936,6 +936,47 @@ Test(read_index, follower_of_deposed_leader_gets_no_answer) {
     sim_free(s);
 }
 
+/* A leader refuses a read index to a node outside its configuration (a
+ * removed node that has not applied its removal) instead of leaving it to
+ * time out; the asker gets a refused read state, not a read point. */
+Test(read_index, non_member_is_refused) {
+    struct tnode t;
+    tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
+    tn_elect(&t, 3);
+    uint64_t term = tn_status(&t).term;
+    tn_ack(&t, 2, term, 2);
+    tn_step(&t, (struct br_raft_msg){
+                    .type = BR_RAFT_MSG_READ_INDEX, .from = 9, .term = term, .ctx = 5});
+    const struct tmsg *a = tn_find(&t, BR_RAFT_MSG_READ_INDEX_RESP, 9);
+    cr_assert_not_null(a, "the non-member gets an answer");
+    cr_assert(a->flags & BR_RAFT_MSG_F_REJECT, "a refusal");
+    cr_assert_eq(a->ctx, 5);
+    tn_step(&t, (struct br_raft_msg){
+                    .type = BR_RAFT_MSG_READ_INDEX, .from = 2, .term = term, .ctx = 6});
+    cr_assert_null(tn_find(&t, BR_RAFT_MSG_READ_INDEX_RESP, 2),
+                   "a member's request waits for its heartbeat round");
+    tn_free(&t);
+
+    struct tnode f; /* the asker: node 1, following 2 */
+    tn_init(&f, 1, 3, NULL, 0, 1, 0, false, false);
+    tn_step(&f, (struct br_raft_msg){.type = BR_RAFT_MSG_HEARTBEAT, .from = 2, .term = 2});
+    uint64_t leader = 0;
+    cr_assert_eq(br_raft_read_index(f.r, 7, &leader), 0);
+    cr_assert_eq(leader, 2);
+    tn_ready(&f);
+    tn_step(&f, (struct br_raft_msg){.type = BR_RAFT_MSG_READ_INDEX_RESP,
+                                     .from = 2,
+                                     .term = 2,
+                                     .ctx = 7,
+                                     .index = 99,
+                                     .flags = BR_RAFT_MSG_F_REJECT});
+    cr_assert_eq(f.n_reads, 1);
+    cr_assert_eq(f.reads[0].ctx, 7);
+    cr_assert(f.reads[0].refused, "refused, not a read point");
+    cr_assert_eq(f.reads[0].index, 0);
+    tn_free(&f);
+}
+
 Test(read_index, no_leader_refuses) {
     struct tnode t;
     tn_init(&t, 1, 3, NULL, 0, 1, 0, false, false);
