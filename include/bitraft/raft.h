@@ -172,7 +172,8 @@ enum br_raft_msg_type {
  *   READ_INDEX   ctx = the follower's read request
  *   READ_INDEX_RESP ctx echoed, index = the read point (leadership was
  *                confirmed after the request arrived); REJECT flag (index
- *                0) when the asker is not in the leader's configuration
+ *                UINT64_MAX) when the asker is not in the leader's
+ *                configuration
  *   SNAPSHOT     snapshot = metadata of the snapshot to stream
  */
 struct br_raft_msg {

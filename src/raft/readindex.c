@@ -162,6 +162,9 @@ void rf_read_forwarded(br_raft *r, const struct br_raft_msg *m) {
         if (a) {
             a->ctx = m->ctx;
             a->flags |= BR_RAFT_MSG_F_REJECT;
+            /* a node that predates the flag reads this as a read point it
+             * never reaches (it times out, as before), never as index 0 */
+            a->index = UINT64_MAX;
         }
         return;
     }

@@ -951,6 +951,7 @@ Test(read_index, non_member_is_refused) {
     cr_assert_not_null(a, "the non-member gets an answer");
     cr_assert(a->flags & BR_RAFT_MSG_F_REJECT, "a refusal");
     cr_assert_eq(a->ctx, 5);
+    cr_assert_eq(a->index, UINT64_MAX, "an older node would wait on it, never read at 0");
     tn_step(&t, (struct br_raft_msg){
                     .type = BR_RAFT_MSG_READ_INDEX, .from = 2, .term = term, .ctx = 6});
     cr_assert_null(tn_find(&t, BR_RAFT_MSG_READ_INDEX_RESP, 2),
