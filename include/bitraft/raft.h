@@ -382,8 +382,8 @@ int br_raft_propose_conf_change(br_raft *r, const struct br_raft_conf_change *cc
  * removed node that has not applied its removal): the read state comes
  * back with `refused` set. A request is dropped silently when the leader
  * stops leading, the message is lost or the follower's leader changes: the
- * driver times it out. BR_ENOTLEADER (with *leader, 0 if unknown) on a candidate or a node
- * that knows no leader; BR_EINVAL for ctx 0.
+ * driver times it out. BR_ENOTLEADER (with *leader, 0 if unknown) on a
+ * candidate or a node that knows no leader; BR_EINVAL for ctx 0.
  */
 int br_raft_read_index(br_raft *r, uint64_t ctx, uint64_t *leader);
 

@@ -278,6 +278,7 @@ static int open_storage(br_node *n, char *err, size_t errlen) {
     struct br_raft_conf_state conf;
     br_raft_get_conf(n->raft, &conf);
     nd_members_set_roles(n, &conf);
+    nd_members_publish_self(n); /* whether or not the roles changed */
     if ((rc = nd_members_save(n, NULL)) < 0) {
         seterr(err, errlen, "node: writing %s/MEMBERS: %s", n->dir, br_strerror(rc));
         return rc;
@@ -469,8 +470,8 @@ int br_node_write(br_node *n, const br_node_batch *b, br_node_done_fn cb, void *
 }
 
 int br_node_read_index(br_node *n, br_node_done_fn cb, void *ctx) {
-    /* A node outside its configuration (removed, or not yet added) gets no
-     * answer from a leader: refuse now rather than time out. */
+    /* A node outside its configuration (removed, or not yet added) would be
+     * refused by the leader: refuse now, without the round trip. */
     if (!atomic_load(&n->in_conf))
         return BR_ENOTLEADER;
     if (atomic_load(&n->role) != BR_RAFT_LEADER) {

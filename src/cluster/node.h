@@ -193,8 +193,9 @@ int br_node_write(br_node *n, const br_node_batch *b, br_node_done_fn cb, void *
  * Linearizable read barrier (ReadIndex, thesis §6.4), on any member: a
  * follower asks the leader for the read index. Returns BR_ENOTLEADER at
  * once (no callback) on a node that knows no leader or is not in its
- * applied configuration (removed, or not yet added: a leader does not
- * answer non-members). Otherwise 0, and
+ * applied configuration (removed, or not yet added); a removed node that
+ * has not applied its removal is refused by the leader (BR_ENOTLEADER by
+ * callback). Otherwise 0, and
  * cb(ctx, rc) runs on the node thread with 0 once the leader confirmed its
  * leadership by a heartbeat round (after the request reached it) and the
  * local engine has applied every entry committed before: a read of the

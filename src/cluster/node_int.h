@@ -213,6 +213,7 @@ int nd_enqueue(br_node *n, struct nd_req *r);
 int nd_members_load(br_node *n, char *err, size_t errlen);
 /* Sets every member's role from conf (open, snapshot install). */
 void nd_members_set_roles(br_node *n, const struct br_raft_conf_state *conf);
+void nd_members_publish_self(br_node *n);
 /* Writes the table to <dir>/MEMBERS (atomically) or to dir/MEMBERS. */
 int nd_members_save(br_node *n, const char *dir);
 /* After a snapshot swap: takes <dir>/data/MEMBERS (sent with the

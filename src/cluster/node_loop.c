@@ -299,10 +299,9 @@ static void drop_orphan_reads(br_node *n) {
     size_t k = 0;
     for (size_t i = 0; i < n->n_reads; i++) {
         struct nd_read r = n->reads[i];
-        /* its leader changed (the answer would never come), this node left
-         * the configuration, or the leader refused it as a non-member */
-        if (!r.have_index && (r.refused || (r.leader != n->id && r.leader != st.leader) ||
-                              !atomic_load(&n->in_conf)))
+        /* its leader changed (the answer would never come), or the leader
+         * refused this node as a non-member */
+        if (!r.have_index && (r.refused || (r.leader != n->id && r.leader != st.leader)))
             r.cb(r.ctx, BR_ENOTLEADER);
         else
             n->reads[k++] = r;
@@ -462,7 +461,7 @@ static void submit_reads(br_node *n, struct read_batch *b) {
     if (id == 0 || b->first >= n->n_reads)
         return;
     uint64_t leader = 0;
-    int rc = atomic_load(&n->in_conf) ? br_raft_read_index(n->raft, id, &leader) : BR_ENOTLEADER;
+    int rc = br_raft_read_index(n->raft, id, &leader);
     if (rc == 0) {
         /* a follower forwarded it to `leader`: the answer comes from there */
         for (size_t i = b->first; i < n->n_reads; i++)

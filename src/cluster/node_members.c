@@ -331,7 +331,7 @@ int nd_members_adopt(br_node *n) {
 
 /* Publishes whether this node is in its configuration (members_mu held, or
  * the loop thread before other threads see the node). */
-static void publish_self(br_node *n) {
+void nd_members_publish_self(br_node *n) {
     int s = nd_member_slot(n, n->id);
     atomic_store(&n->in_conf, s >= 0 && n->members[s].role != BR_NODE_NONE);
 }
@@ -350,11 +350,12 @@ void nd_members_set_roles(br_node *n, const struct br_raft_conf_state *conf) {
                 roles[i] = BR_NODE_LEARNER;
         changed |= roles[i] != n->members[i].role;
     }
+    if (!changed)
+        return;
     pthread_mutex_lock(&n->members_mu);
-    if (changed)
-        for (size_t i = 0; i < n->n_members; i++)
-            n->members[i].role = roles[i];
-    publish_self(n);
+    for (size_t i = 0; i < n->n_members; i++)
+        n->members[i].role = roles[i];
+    nd_members_publish_self(n);
     pthread_mutex_unlock(&n->members_mu);
 }
 
@@ -445,7 +446,7 @@ void nd_members_apply(br_node *n, const struct br_raft_entry *e) {
         pthread_mutex_lock(&n->members_mu);
         n->members[s].role = role;
         n->members[s].promote = cc.type == BR_RAFT_CC_ADD_LEARNER && have && c.promote;
-        publish_self(n);
+        nd_members_publish_self(n);
         pthread_mutex_unlock(&n->members_mu);
         if (role == BR_NODE_NONE && cc.node_id != n->id)
             nd_snap_abort_send(n, s, false);
