@@ -92,7 +92,6 @@ typedef struct conn {
 /* One HTTP thread: a libuv loop with its h2o context. */
 struct loop_ctx {
     br_http *h;
-    unsigned index;
     pthread_t thread;
     int started;
     uv_loop_t loop;
@@ -168,7 +167,6 @@ struct req {
     int too_large;     /* the body went past cap; the rest was discarded */
     unsigned status;   /* status replied, for the metrics */
     const char *allow; /* the methods the path takes (static) */
-    const char *url;   /* the raw path (= path) */
     unsigned rflags;   /* read flags (BR_SERVICE_STALE) */
     pending pend;      /* what P_WAITING waits for */
     int accepted;      /* the service accepted the request (its callback will run) */
@@ -1480,7 +1478,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *q) {
     r->hreq = q;
     r->lc = lc;
     r->path = path;
-    r->url = path;
     if (plen < q->input.path.len) {
         r->query = q->input.path.base + plen + 1;
         r->query_len = q->input.path.len - plen - 1;
@@ -1499,6 +1496,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *q) {
     r->cap = r->route == R_kv_put                                ? h->o.max_value_size
              : r->route == R_root_post || r->route == R_kv_batch ? h->o.max_batch_size
                                                                  : 64 * 1024;
+    /* The body is copied: h2o frees its own copy when the client goes away,
+     * and a write may still be reading it then (standalone writes hold it
+     * until durable). */
     if (q->entity.len > r->cap)
         r->too_large = 1;
     else if (q->entity.len && br_buf_add(&r->body, q->entity.base, q->entity.len))
@@ -1635,19 +1635,15 @@ static void on_wake(uv_async_t *a) {
     pthread_mutex_lock(&lc->mu);
     req *done = lc->done_head;
     lc->done_head = lc->done_tail = NULL;
-    int fds[64];
-    size_t nf = lc->n_new < 64 ? lc->n_new : 64;
-    if (nf) {
-        memcpy(fds, lc->new_fds, nf * sizeof fds[0]);
-        memmove(lc->new_fds, lc->new_fds + nf, (lc->n_new - nf) * sizeof fds[0]);
-        lc->n_new -= nf;
-    }
-    int more = lc->n_new > 0, stop_accept = lc->stop_accept, shut = lc->shutdown;
+    int *fds = lc->new_fds; /* taken whole; the acceptor starts a new array */
+    size_t nf = lc->n_new;
+    lc->new_fds = NULL;
+    lc->n_new = lc->cap_new = 0;
+    int stop_accept = lc->stop_accept, shut = lc->shutdown;
     pthread_mutex_unlock(&lc->mu);
-    if (more)
-        uv_async_send(&lc->wake);
     for (size_t i = 0; i < nf; i++)
         adopt(lc, fds[i]);
+    free(fds);
     while (done) {
         req *r = done;
         done = r->next_done;
@@ -1819,7 +1815,6 @@ int br_http_start(br_service *svc, const br_http_options *o, br_http **out, char
     for (unsigned i = 0; i < n; i++) {
         loop_ctx *lc = &h->loops[i];
         lc->h = h;
-        lc->index = i;
         pthread_mutex_init(&lc->mu, NULL);
         uv_loop_init(&lc->loop);
         uv_async_init(&lc->loop, &lc->wake, on_wake);
