@@ -273,6 +273,21 @@ check "served again once the connections close" test $ok_after = 1
 stop_term
 check "SIGTERM exits 0 (got $RC)" test "$RC" = 0
 
+section "idle and half-sent connections are closed after --timeout"
+start idle "$ROOT/idle" --timeout 1 || exit 1
+exec 4<>"/dev/tcp/127.0.0.1/$PORT" 5<>"/dev/tcp/127.0.0.1/$PORT"
+printf 'GET /hea' >&5
+sleep 2.5
+timeout 2 cat <&4 >/dev/null
+rc4=$?
+timeout 2 cat <&5 >/dev/null
+rc5=$?
+check "an idle connection is closed (cat exit $rc4, 124: still open)" test "$rc4" = 0
+check "a half-sent request's connection is closed (cat exit $rc5)" test "$rc5" = 0
+exec 4>&- 5>&-
+stop_term
+check "SIGTERM exits 0 (got $RC)" test "$RC" = 0
+
 section "the command line client"
 start cli "$ROOT/cli" || exit 1
 S="--server 127.0.0.1:$PORT"
